@@ -1,0 +1,1 @@
+"""Episodes on disk, the token layout, and the Lightning data module."""

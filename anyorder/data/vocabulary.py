@@ -1,0 +1,107 @@
+"""Vocabularies: which token id stands for each attribute value, direction, action and word.
+
+The tokenizer is written against :class:`Vocabulary` only, so a structured vocabulary (one
+id per value, for backbones trained from scratch) and a text vocabulary (ids of an LLM's
+own tokenizer, see the scale-out issue) are interchangeable. One value is always exactly
+one token, which keeps cell and attribute masking exact.
+
+minigrid encodes a cell it cannot see as (0, 0, 0) and fills colour/state with 0 for
+objects that have none, but colour 0 is also "red" and state 0 also "open". The
+vocabulary therefore has explicit ``none`` colour and state tokens, so the model is never
+told that an unseen cell is red.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from minigrid.core.actions import Actions
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+
+NONE = "none"
+SPECIALS = ("[PAD]", "[MASK]", "[BOS]", "[SEP]", "[UNK]")
+DIRECTION_NAMES = ("east", "south", "west", "north")  # minigrid's agent_dir 0..3
+ACTION_NAMES = tuple(action.name for action in sorted(Actions, key=int))
+# Every word the BabyAI grammar produces (verbs, determiners, colours, objects, locations).
+MISSION_WORDS = (
+    "go", "to", "pick", "up", "open", "put", "next", "the", "a", "then", "after", "you", "and",
+    ",", "on", "your", "left", "right", "in", "front", "of", "behind", "door", "key", "ball",
+    "box", "object", "red", "green", "blue", "purple", "yellow", "grey",
+)  # fmt: skip
+_WORD = re.compile(r"[a-z]+|,")
+
+
+def split_mission(mission: str) -> list[str]:
+    """Mission words in order; commas are words of their own."""
+    return _WORD.findall(mission.lower())
+
+
+def join_mission(words: list[str]) -> str:
+    return " ".join(words).replace(" ,", ",")
+
+
+def _names(table: dict[str, int]) -> list[str]:
+    return [name for name, _ in sorted(table.items(), key=lambda item: item[1])]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Token ids of every value; arrays are indexed by minigrid's own integer codes."""
+
+    tokens: list[str]
+    pad_id: int
+    mask_id: int
+    bos_id: int
+    sep_id: int
+    unk_id: int
+    object_ids: np.ndarray  # [len(OBJECT_TO_IDX)]
+    color_ids: np.ndarray  # [len(COLOR_TO_IDX)]
+    color_none_id: int
+    state_ids: np.ndarray  # [len(STATE_TO_IDX)]
+    state_none_id: int
+    direction_ids: np.ndarray  # [4]
+    action_ids: np.ndarray  # [len(Actions)]
+    word_ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.action_ids)
+
+    @classmethod
+    def structured(cls) -> Vocabulary:
+        """One id per value of every field, kinds in disjoint id ranges."""
+        tokens: list[str] = list(SPECIALS)
+
+        def add(prefix: str, names: list[str] | tuple[str, ...]) -> np.ndarray:
+            start = len(tokens)
+            tokens.extend(f"{prefix}:{name}" for name in names)
+            return np.arange(start, len(tokens), dtype=np.int64)
+
+        object_ids = add("object", _names(OBJECT_TO_IDX))
+        colors = add("color", [*_names(COLOR_TO_IDX), NONE])
+        states = add("state", [*_names(STATE_TO_IDX), NONE])
+        direction_ids = add("direction", DIRECTION_NAMES)
+        action_ids = add("action", ACTION_NAMES)
+        words = add("word", MISSION_WORDS)
+        return cls(
+            tokens=tokens,
+            pad_id=0,
+            mask_id=1,
+            bos_id=2,
+            sep_id=3,
+            unk_id=4,
+            object_ids=object_ids,
+            color_ids=colors[:-1],
+            color_none_id=int(colors[-1]),
+            state_ids=states[:-1],
+            state_none_id=int(states[-1]),
+            direction_ids=direction_ids,
+            action_ids=action_ids,
+            word_ids={word: int(i) for word, i in zip(MISSION_WORDS, words, strict=True)},
+        )

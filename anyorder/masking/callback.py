@@ -1,0 +1,87 @@
+"""MaskingCallback: hides tokens of every batch before the step sees it.
+
+Masking is a callback, not module code, so strategies plug in without touching the
+model: the callback writes ``mask`` (and ``maskable``; ``mask_time`` when t is random)
+into the batch dict and the module's loss reads whatever mask the batch carries.
+Validation batches are masked from a generator seeded by the batch index, so
+``val/loss`` of one run is comparable from epoch to epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from anyorder.masking.rates import check_prob, sample_rates
+from anyorder.masking.schedule import ConstantSchedule, Schedule
+from anyorder.masking.strategies import MaskingStrategy
+
+
+class MaskingCallback(L.Callback):
+    """Applies ``strategy`` at a fixed ``prob`` or random t, scaled over training by ``schedule``."""
+
+    def __init__(
+        self,
+        strategy: MaskingStrategy,
+        prob: float | None = None,
+        eps: float = 1e-3,
+        schedule: Schedule | None = None,
+        seed: int = 0,
+    ) -> None:
+        check_prob(prob, eps)
+        self.strategy = strategy
+        self.prob = prob
+        self.eps = eps
+        self.schedule = schedule or ConstantSchedule()
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self._pending_state: torch.Tensor | None = None
+
+    def apply(
+        self, batch: dict[str, torch.Tensor], step: int, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Add the mask keys to ``batch`` in place; returns the per-sample rates."""
+        kind = batch["kind"]
+        rate = sample_rates(kind.shape[0], self.prob, self.eps, self.schedule(step), kind.device, generator)
+        sample = self.strategy(kind, batch["step"], batch["cell"], rate, generator)
+        batch["mask"] = sample.mask
+        batch["maskable"] = sample.maskable
+        if self.prob is None:
+            batch["mask_time"] = rate
+        else:
+            batch.pop("mask_time", None)
+        return rate
+
+    def _train_generator(self, device: torch.device, rank: int) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self.seed * 1_000 + rank)
+            if self._pending_state is not None:
+                self._generator.set_state(self._pending_state)
+                self._pending_state = None
+        return self._generator
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        generator = self._train_generator(batch["kind"].device, trainer.global_rank)
+        rate = self.apply(batch, trainer.global_step, generator)
+        pl_module.log("train/mask_rate", rate.mean(), on_step=True, on_epoch=False)
+        hidden = batch["mask"].sum() / batch["maskable"].sum().clamp(min=1)
+        pl_module.log("train/hidden_fraction", hidden, on_step=True, on_epoch=False)
+
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        generator = torch.Generator(device=batch["kind"].device)
+        generator.manual_seed(self.seed * 1_000_003 + batch_idx * 7_919 + trainer.global_rank)
+        self.apply(batch, trainer.global_step, generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self._generator.get_state() if self._generator is not None else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending_state = state_dict.get("generator")
+        self._generator = None

@@ -1,0 +1,30 @@
+"""Deterministic masks that each pose one inference question about the last step of a window.
+
+Training masks at random; evaluation asks specific questions of the same model: *policy*
+(the last action hidden), *world model* (the last observation and what follows it hidden).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from anyorder.data.layout import TokenKind
+
+
+def last_step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """bool [B, L]: positions of each window's final (always real) step."""
+    step = batch["step"]
+    return step == step.max(dim=1, keepdim=True).values
+
+
+def policy_query(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Hide the final action: predict what the expert did given history and current view."""
+    return last_step(batch) & (batch["kind"] == TokenKind.ACTION)
+
+
+def world_model_query(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Hide the final step entirely: predict the observation from everything before it."""
+    return last_step(batch) & (batch["kind"] != TokenKind.PAD)
+
+
+OBSERVATION_KINDS = (TokenKind.OBJECT, TokenKind.COLOR, TokenKind.STATE, TokenKind.DIRECTION)

@@ -1,0 +1,152 @@
+"""Masking strategies: which positions to hide, given the layout fields and a rate per sample.
+
+Every strategy is the same mechanism with a different notion of *unit*: it assigns each
+position a unit id (-1 = never hidden), and each unit is hidden independently with the
+sample's rate, taking all of its positions with it. ``cell`` makes a cell's three
+attribute tokens one unit, ``step`` a whole observation, and so on. A sample in which no
+unit came up still hides one (the one with the smallest draw), so every sample trains.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from anyorder.data.layout import NUM_CELLS, TokenKind
+from anyorder.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MaskSample:
+    """``mask``: positions hidden; ``maskable``: positions the strategy could have hidden."""
+
+    mask: torch.Tensor  # bool [B, L]
+    maskable: torch.Tensor  # bool [B, L]
+
+
+class MaskingStrategy(ABC):
+    """Decides which positions to hide; see the module docstring for the unit mechanism."""
+
+    @abstractmethod
+    def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """Unit id per position, in ``[0, L)``, or -1 where the position is never hidden."""
+
+    def __call__(
+        self,
+        kind: torch.Tensor,
+        step: torch.Tensor,
+        cell: torch.Tensor,
+        rate: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> MaskSample:
+        units = self.units(kind, step, cell)
+        return sample_units(units, rate, generator)
+
+
+def sample_units(units: torch.Tensor, rate: torch.Tensor, generator: torch.Generator | None) -> MaskSample:
+    """Hide each unit with probability ``rate[b]``; at least one unit per sample that has any."""
+    batch, length = units.shape
+    maskable = units >= 0
+    index = units.clamp(min=0)
+    exists = torch.zeros(batch, length, device=units.device).scatter_reduce(
+        1, index, maskable.float(), reduce="amax", include_self=True
+    ).bool()
+    draws = torch.rand(batch, length, device=units.device, generator=generator)
+    draws = torch.where(exists, draws, torch.full_like(draws, 2.0))
+    hidden = draws < rate.to(draws.dtype)[:, None]
+    forced = torch.zeros_like(hidden).scatter_(1, draws.argmin(dim=1, keepdim=True), True)
+    hidden |= forced & exists & ~hidden.any(dim=1, keepdim=True)
+    mask = torch.gather(hidden, 1, index) & maskable
+    return MaskSample(mask=mask, maskable=maskable)
+
+
+def _positions(kind: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Each allowed position is its own unit."""
+    positions = torch.arange(kind.shape[1], device=kind.device).expand_as(kind)
+    return torch.where(allowed, positions, -1)
+
+
+def _kinds(kind: torch.Tensor, kinds: Sequence[TokenKind]) -> torch.Tensor:
+    return torch.isin(kind, torch.tensor([int(k) for k in kinds], device=kind.device))
+
+
+_CELL = (TokenKind.OBJECT, TokenKind.COLOR, TokenKind.STATE)
+_STEP_TOKENS = (*_CELL, TokenKind.DIRECTION, TokenKind.ACTION)
+
+
+class UniformMasking(MaskingStrategy):
+    """Every token independently (LLaDA-style); mission tokens too unless ``include_mission`` is off."""
+
+    def __init__(self, include_mission: bool = True) -> None:
+        self.include_mission = include_mission
+
+    def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        kinds = (*_STEP_TOKENS, TokenKind.MISSION) if self.include_mission else _STEP_TOKENS
+        return _positions(kind, _kinds(kind, kinds))
+
+
+class AttributeMasking(MaskingStrategy):
+    """Single observation attributes (object, colour or state), each on its own."""
+
+    def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        return _positions(kind, _kinds(kind, _CELL))
+
+
+class CellMasking(MaskingStrategy):
+    """Whole cells: a cell's object, colour and state are hidden together."""
+
+    def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        return torch.where(_kinds(kind, _CELL), step * NUM_CELLS + cell, -1)
+
+
+class StepMasking(MaskingStrategy):
+    """Whole observations (all cells and the direction of a step): the world-model objective."""
+
+    def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        return torch.where(_kinds(kind, (*_CELL, TokenKind.DIRECTION)), step, -1)
+
+
+class ActionMasking(MaskingStrategy):
+    """Actions only: behaviour cloning (and inverse modelling for actions between observations)."""
+
+    def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        return _positions(kind, kind == TokenKind.ACTION)
+
+
+class Mixture(MaskingStrategy):
+    """Per sample, one strategy drawn with the given weights (e.g. 50% action + 50% cell)."""
+
+    def __init__(self, strategies: Sequence[MaskingStrategy], weights: Sequence[float] | None = None) -> None:
+        if not strategies:
+            raise ConfigError("strategies", "a mixture needs at least one strategy")
+        weights = list(weights) if weights is not None else [1.0] * len(strategies)
+        if len(weights) != len(strategies) or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ConfigError("weights", f"need {len(strategies)} non-negative weights with a positive sum, got {weights}")
+        self.strategies = list(strategies)
+        self.weights = torch.tensor(weights, dtype=torch.float) / sum(weights)
+
+    def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        raise TypeError("a mixture has no single unit layout; call it instead")
+
+    def __call__(
+        self,
+        kind: torch.Tensor,
+        step: torch.Tensor,
+        cell: torch.Tensor,
+        rate: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> MaskSample:
+        choice = torch.multinomial(
+            self.weights.to(kind.device), kind.shape[0], replacement=True, generator=generator
+        )
+        mask = torch.zeros_like(kind, dtype=torch.bool)
+        maskable = torch.zeros_like(mask)
+        for index, strategy in enumerate(self.strategies):
+            chosen = (choice == index)[:, None]
+            sample = strategy(kind, step, cell, rate, generator)
+            mask = torch.where(chosen, sample.mask, mask)
+            maskable = torch.where(chosen, sample.maskable, maskable)
+        return MaskSample(mask=mask, maskable=maskable)

@@ -1,0 +1,1 @@
+"""Backbones, the masked-diffusion objective and the AnyOrderModule."""

@@ -1,0 +1,122 @@
+"""AnyOrderModule: a masked-diffusion backbone trained on whatever mask each batch carries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from anyorder.data.layout import TokenKind
+from anyorder.masking.queries import OBSERVATION_KINDS, policy_query, world_model_query
+from anyorder.models.metrics import NLLByKind
+from anyorder.models.objective import masked_diffusion_loss, token_nll
+
+Batch = dict[str, torch.Tensor]
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class AnyOrderModule(L.LightningModule):
+    """Any-order masked training of ``backbone``; one model, many inference questions.
+
+    Args:
+        backbone: maps ``input_ids``/``attention_mask`` to logits.
+        optimizer: partial optimizer, called with parameter groups.
+        lr_scheduler: partial scheduler, called with the optimizer and
+            ``num_training_steps``; stepped every optimizer step. ``None`` keeps the lr.
+        mask_token_id: id that replaces hidden inputs.
+        action_token_ids: ids of the actions, in minigrid's action order; the policy's
+            prediction is the argmax over these only.
+        weight_decay_norms_and_biases: whether 1-d parameters are decayed too.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        optimizer: OptimizerFactory,
+        mask_token_id: int,
+        action_token_ids: Sequence[int],
+        lr_scheduler: SchedulerFactory | None = None,
+        weight_decay_norms_and_biases: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "lr_scheduler"])
+        self.backbone = backbone
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.register_buffer("action_ids", torch.tensor(list(action_token_ids), dtype=torch.long), persistent=False)
+        self.val_nll = NLLByKind()
+        self.val_loss = MeanMetric()
+        self.val_world_model_nll = MeanMetric()
+        self.val_action_acc = MulticlassAccuracy(num_classes=len(action_token_ids), average="micro")
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, batch: Batch, mask: torch.Tensor) -> torch.Tensor:
+        """Logits with the positions of ``mask`` replaced by the mask token."""
+        inputs = batch["input_ids"].masked_fill(mask, self.hparams.mask_token_id)
+        return self.backbone(inputs, batch["attention_mask"])
+
+    def _objective(self, batch: Batch) -> Any:
+        if "mask" not in batch:
+            raise RuntimeError("batch carries no 'mask': add a MaskingCallback (config group `masking`) to the trainer")
+        logits = self(batch, batch["mask"])
+        return masked_diffusion_loss(
+            logits,
+            batch["input_ids"],
+            batch["mask"],
+            valid=batch["kind"] != TokenKind.PAD,
+            maskable=batch.get("maskable"),
+            time=batch.get("mask_time"),
+        )
+
+    # -- steps ----------------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        out = self._objective(batch)
+        kind = batch["kind"][out.mask]
+        self.log("train/loss", out.loss, prog_bar=True)
+        totals = torch.bincount(kind, weights=out.token_nll.detach(), minlength=len(TokenKind))
+        counts = torch.bincount(kind, minlength=len(TokenKind))
+        for k in torch.nonzero(counts).flatten().tolist():
+            self.log(f"train/nll/{TokenKind(k).name.lower()}", totals[k] / counts[k])
+        return out.loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        out = self._objective(batch)
+        self.val_loss.update(out.loss, weight=batch["kind"].shape[0])
+        self.val_nll.update(out.token_nll, batch["kind"][out.mask])
+
+        query = policy_query(batch)
+        logits = self(batch, query)[query][:, self.action_ids]
+        targets = (batch["input_ids"][query][:, None] == self.action_ids[None, :]).float().argmax(dim=1)
+        self.val_action_acc.update(logits.argmax(dim=1), targets)
+
+        query = world_model_query(batch)
+        observed = query & torch.isin(batch["kind"], torch.tensor(OBSERVATION_KINDS, device=query.device))
+        nll = token_nll(self(batch, query), batch["input_ids"], observed)
+        self.val_world_model_nll.update(nll)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True)
+        for name, value in self.val_nll.compute().items():
+            self.log(f"val/nll/{name}", value)
+        self.log("val/action_acc", self.val_action_acc.compute(), prog_bar=True)
+        self.log("val/world_model_nll", self.val_world_model_nll.compute())
+        for metric in (self.val_loss, self.val_nll, self.val_action_acc, self.val_world_model_nll):
+            metric.reset()
+
+    # -- optimisation ---------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        decay, no_decay = [], []
+        for parameter in self.parameters():
+            if parameter.requires_grad:
+                (decay if parameter.ndim >= 2 or self.hparams.weight_decay_norms_and_biases else no_decay).append(parameter)
+        optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,78 @@
+"""``anyorder-train``: compose the config, build data, model, masking and trainer, fit.
+
+    anyorder-train                                   # the embedded default (tiny model, CPU)
+    anyorder-train experiment=cell_masking masking.prob=0.3
+    anyorder-train -m masking=cell,attribute masking.prob=0.15,0.5
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from anyorder.data.datamodule import TrajectoryDataModule
+from anyorder.errors import DataError, report_errors
+from anyorder.models.module import AnyOrderModule
+
+LOGGED_GROUPS = ("data", "model", "masking", "seed")
+
+
+def build_module(cfg: DictConfig, datamodule: TrajectoryDataModule) -> AnyOrderModule:
+    """The model node, completed with what only the tokenizer knows (vocabulary, length)."""
+    tokenizer = datamodule.tokenizer
+    vocabulary = tokenizer.vocabulary
+    return instantiate(
+        cfg.model,
+        backbone={"vocab_size": vocabulary.size, "max_length": tokenizer.sequence_length},
+        mask_token_id=vocabulary.mask_id,
+        action_token_ids=[int(i) for i in vocabulary.action_ids],
+    )
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """``last`` means this run directory's last.ckpt; a missing checkpoint is an error, not a fresh start."""
+    if ckpt_path is None:
+        return None
+    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = " (resume needs the killed run's directory: hydra.run.dir=<that dir>)" if ckpt_path == "last" else ""
+        raise DataError(path, f"checkpoint not found{hint}")
+    return str(path)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one training job described by ``cfg``; returns the final logged metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: TrajectoryDataModule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule)
+    callbacks = [instantiate(node) for node in cfg.callbacks.values()]
+    callbacks.append(instantiate(cfg.masking))
+    logger = instantiate(cfg.logger)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
+    if logger is not None:
+        logger.log_hyperparams(
+            {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+             for key in LOGGED_GROUPS}
+        )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    if trainer.is_global_zero:
+        print(f"run directory: {cfg.paths.output_dir}")
+        for key in sorted(k for k in metrics if k.startswith("val/")):
+            print(f"  {key:<28} {metrics[key]:.4f}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with report_errors():
+        metrics = train(cfg)
+    return metrics.get("val/loss")
+
+
+if __name__ == "__main__":
+    main()
