@@ -9,7 +9,6 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch is pinned first so that nothing pulls a CUDA wheel.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)

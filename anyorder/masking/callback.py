@@ -42,17 +42,17 @@ class MaskingCallback(L.Callback):
     def apply(
         self, batch: dict[str, torch.Tensor], step: int, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """Add the mask keys to ``batch`` in place; returns the per-sample rates."""
+        """Add the mask keys to ``batch`` in place; returns the effective per-sample rates."""
         kind = batch["kind"]
         rate = sample_rates(kind.shape[0], self.prob, self.eps, self.schedule(step), kind.device, generator)
         sample = self.strategy(kind, batch["step"], batch["cell"], rate, generator)
         batch["mask"] = sample.mask
         batch["maskable"] = sample.maskable
         if self.prob is None:
-            batch["mask_time"] = rate
+            batch["mask_time"] = sample.rate
         else:
             batch.pop("mask_time", None)
-        return rate
+        return sample.rate
 
     def _train_generator(self, device: torch.device, rank: int) -> torch.Generator:
         if self._generator is None or self._generator.device != device:

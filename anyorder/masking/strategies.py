@@ -3,8 +3,12 @@
 Every strategy is the same mechanism with a different notion of *unit*: it assigns each
 position a unit id (-1 = never hidden), and each unit is hidden independently with the
 sample's rate, taking all of its positions with it. ``cell`` makes a cell's three
-attribute tokens one unit, ``step`` a whole observation, and so on. A sample in which no
-unit came up still hides one (the one with the smallest draw), so every sample trains.
+attribute tokens one unit, ``step`` a whole observation, and so on.
+
+A rate below 1/n for a sample with n units would hide nothing most of the time, and the
+masked-diffusion weight 1/t would then blow up on the rare token it does hide. Rates are
+therefore raised to at least 1/n (the *effective* rate, returned for the loss), and a
+sample in which no unit came up still hides the one with the smallest draw.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class MaskSample:
 
     mask: torch.Tensor  # bool [B, L]
     maskable: torch.Tensor  # bool [B, L]
+    rate: torch.Tensor  # float [B]: the effective rate, max(requested, 1 / units)
 
 
 class MaskingStrategy(ABC):
@@ -54,13 +59,14 @@ def sample_units(units: torch.Tensor, rate: torch.Tensor, generator: torch.Gener
     exists = torch.zeros(batch, length, device=units.device).scatter_reduce(
         1, index, maskable.float(), reduce="amax", include_self=True
     ).bool()
+    rate = torch.maximum(rate.float(), 1.0 / exists.sum(dim=1).clamp(min=1))
     draws = torch.rand(batch, length, device=units.device, generator=generator)
     draws = torch.where(exists, draws, torch.full_like(draws, 2.0))
-    hidden = draws < rate.to(draws.dtype)[:, None]
+    hidden = draws < rate[:, None]
     forced = torch.zeros_like(hidden).scatter_(1, draws.argmin(dim=1, keepdim=True), True)
     hidden |= forced & exists & ~hidden.any(dim=1, keepdim=True)
     mask = torch.gather(hidden, 1, index) & maskable
-    return MaskSample(mask=mask, maskable=maskable)
+    return MaskSample(mask=mask, maskable=maskable, rate=rate)
 
 
 def _positions(kind: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -144,9 +150,11 @@ class Mixture(MaskingStrategy):
         )
         mask = torch.zeros_like(kind, dtype=torch.bool)
         maskable = torch.zeros_like(mask)
+        effective = rate.float().clone()
         for index, strategy in enumerate(self.strategies):
-            chosen = (choice == index)[:, None]
+            chosen = choice == index
             sample = strategy(kind, step, cell, rate, generator)
-            mask = torch.where(chosen, sample.mask, mask)
-            maskable = torch.where(chosen, sample.maskable, maskable)
-        return MaskSample(mask=mask, maskable=maskable)
+            mask = torch.where(chosen[:, None], sample.mask, mask)
+            maskable = torch.where(chosen[:, None], sample.maskable, maskable)
+            effective = torch.where(chosen, sample.rate, effective)
+        return MaskSample(mask=mask, maskable=maskable, rate=effective)

@@ -45,7 +45,14 @@ class AnyOrderModule(L.LightningModule):
         weight_decay_norms_and_biases: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "lr_scheduler"])
+        # plain Python values only, so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(
+            {
+                "mask_token_id": int(mask_token_id),
+                "action_token_ids": [int(i) for i in action_token_ids],
+                "weight_decay_norms_and_biases": bool(weight_decay_norms_and_biases),
+            }
+        )
         self.backbone = backbone
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler

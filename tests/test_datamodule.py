@@ -1,0 +1,96 @@
+"""TrajectoryDataModule: batch shapes, rank partition, epoch shuffles, loader workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anyorder.data.datamodule import TrajectoryDataModule, WindowBatchSampler, load_episode_table
+from anyorder.data.episodes import read_meta
+from anyorder.data.layout import TokenKind
+from anyorder.errors import DataError
+
+
+def make_datamodule(root: Path, **overrides) -> TrajectoryDataModule:
+    settings = dict(num_episodes=60, root=root, shard_size=20, window=3, batch_size=8, num_workers=1)
+    return TrajectoryDataModule(**{**settings, **overrides})
+
+
+def test_batches_are_dicts_of_b_by_l_tensors(data_root: Path) -> None:
+    dm = make_datamodule(data_root)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    length = dm.tokenizer.sequence_length
+    assert set(batch) == {"input_ids", "kind", "step", "cell", "attention_mask"}
+    assert all(t.shape == (8, length) for t in batch.values())
+    assert ((batch["kind"] == TokenKind.PAD) == ~batch["attention_mask"]).all()
+
+
+def test_every_window_once_per_epoch_and_left_padding(data_root: Path) -> None:
+    dm = make_datamodule(data_root, batch_size=5)
+    dm.setup("fit")
+    dataset = dm.datasets["val"]
+    ids = np.concatenate(list(dm.val_dataloader().sampler))
+    assert sorted(ids.tolist()) == list(range(len(dataset)))
+    # windows ending at an episode's first step are 2/3 padding; later ones less
+    batch = dataset[np.arange(len(dataset))]
+    real_steps = [len(set(s[s >= 0].tolist())) for s in batch["step"]]
+    ends = dataset.window_end
+    assert real_steps == [min(int(e) + 1, 3) for e in ends]
+
+
+def test_ranks_own_disjoint_episodes_and_equal_batch_counts(small_spec) -> None:
+    dm = make_datamodule(small_spec.root)
+    meta = read_meta(small_spec.directory)
+    shards = meta["splits"]["train"]["shards"]
+    tables = [load_episode_table(small_spec.directory, shards, dm.tokenizer, rank, 2, seed=3) for rank in (0, 1)]
+    seeds = [set(table.seeds.tolist()) for table, _ in tables]
+    assert not seeds[0] & seeds[1]
+    assert seeds[0] | seeds[1] == set(range(*meta["splits"]["train"]["seed_range"]))
+    budget = tables[0][1]
+    assert tables[1][1] == budget  # every rank agrees on the shared window budget
+    assert budget == min(table.num_windows for table, _ in tables)
+    samplers = [WindowBatchSampler(table.num_windows, budget, 4, True, 0, True) for table, _ in tables]
+    assert len(samplers[0]) == len(samplers[1]) > 0
+
+
+def test_epochs_reshuffle_reproducibly() -> None:
+    sampler = WindowBatchSampler(100, 100, 10, shuffle=True, seed=7, drop_last=True)
+    first = np.concatenate(list(sampler))
+    sampler.set_epoch(1)
+    second = np.concatenate(list(sampler))
+    sampler.set_epoch(0)
+    assert np.array_equal(first, np.concatenate(list(sampler)))
+    assert not np.array_equal(first, second)
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(100))
+
+
+def test_loader_workers_yield_the_same_batches(data_root: Path) -> None:
+    plain, parallel = make_datamodule(data_root), make_datamodule(data_root, loader_workers=2)
+    for dm in (plain, parallel):
+        dm.setup("fit")
+    a = torch.cat([b["input_ids"] for b in plain.train_dataloader()])
+    b = torch.cat([b["input_ids"] for b in parallel.train_dataloader()])
+    assert torch.equal(a, b)
+
+
+def test_missing_dataset_without_generation_names_the_directory(tmp_path: Path) -> None:
+    dm = make_datamodule(tmp_path, generate_if_missing=False)
+    with pytest.raises(DataError, match="generate_if_missing") as error:
+        dm.prepare_data()
+    assert error.value.path == dm.directory
+
+
+def test_corrupt_shard_fails_setup_naming_it(tmp_path: Path, small_spec) -> None:
+    import shutil
+
+    copy = tmp_path / small_spec.directory.name
+    shutil.copytree(small_spec.directory, copy)
+    (copy / "val-00000.parquet").write_bytes(b"garbage")
+    dm = make_datamodule(tmp_path)
+    with pytest.raises(DataError, match="val-00000.parquet"):
+        dm.setup("fit")

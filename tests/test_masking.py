@@ -1,0 +1,180 @@
+"""Masking: each strategy's empirical rate and unit, mixtures, rates, schedules, validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anyorder.data.layout import NUM_CELLS, TokenKind
+from anyorder.data.tokenizer import TrajectoryTokenizer
+from anyorder.data.vocabulary import Vocabulary
+from anyorder.errors import ConfigError
+from anyorder.masking import (
+    ActionMasking,
+    AttributeMasking,
+    CellMasking,
+    MaskingCallback,
+    Mixture,
+    StepMasking,
+    UniformMasking,
+)
+from anyorder.masking.rates import sample_rates
+from anyorder.masking.schedule import ConstantSchedule, CosineSchedule, LinearSchedule, StepSchedule
+
+CELL_KINDS = [int(TokenKind.OBJECT), int(TokenKind.COLOR), int(TokenKind.STATE)]
+
+
+def layout_batch(window: int, batch: int, padded_steps: int = 0) -> dict[str, torch.Tensor]:
+    tokenizer = TrajectoryTokenizer(Vocabulary.structured(), window=window, mission_length=6)
+    steps = np.zeros((batch, window, 149), dtype=np.int64)
+    valid = np.arange(window)[None, :].repeat(batch, 0) >= padded_steps
+    missions = np.full((batch, 6), 0)
+    missions[:, :4] = 40  # four real mission words
+    return tokenizer.assemble(missions, steps, valid)
+
+
+def hide(strategy, batch, rate: float, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    rates = torch.full((batch["kind"].shape[0],), rate)
+    return strategy(batch["kind"], batch["step"], batch["cell"], rates, generator)
+
+
+def expected_rate(rate: float, units: int) -> float:
+    """Unit rate with the floor p >= 1/n and the at-least-one-unit rule: p + (1 - p)^n / n."""
+    rate = max(rate, 1 / units)
+    return rate + (1 - rate) ** units / units
+
+
+@settings(max_examples=15, deadline=None)
+@given(rate=st.floats(0.05, 1.0), window=st.integers(1, 3))
+def test_uniform_rate_and_scope(rate: float, window: int) -> None:
+    batch = layout_batch(window, 64)
+    sample = hide(UniformMasking(), batch, rate)
+    kind = batch["kind"]
+    assert not sample.mask[(kind == TokenKind.PAD) | (kind == TokenKind.SPECIAL)].any()
+    n = int(sample.maskable[0].sum())
+    assert n == window * 149 + 4
+    observed = sample.mask.float().sum() / sample.maskable.float().sum()
+    sd = math.sqrt(rate * (1 - rate) / (64 * n))
+    assert abs(observed - expected_rate(rate, n)) < 5 * sd + 1e-3
+
+
+@settings(max_examples=15, deadline=None)
+@given(rate=st.floats(0.05, 0.95), window=st.integers(1, 3))
+def test_cell_hides_whole_cells_at_the_rate(rate: float, window: int) -> None:
+    batch = layout_batch(window, 64)
+    sample = hide(CellMasking(), batch, rate)
+    kind = batch["kind"]
+    assert torch.isin(kind[sample.mask], torch.tensor(CELL_KINDS)).all()
+    # per (sample, step, cell): 0 or 3 attributes hidden, never 1 or 2
+    cell_positions = torch.isin(kind, torch.tensor(CELL_KINDS))
+    unit = (batch["step"] * NUM_CELLS + batch["cell"])[0][cell_positions[0]]
+    counts = sample.mask[:, cell_positions[0]].reshape(64, -1, 3).sum(-1)
+    assert set(counts.unique().tolist()) <= {0, 3}
+    assert len(unit.unique()) == window * NUM_CELLS
+    units = window * NUM_CELLS
+    observed = (counts == 3).float().mean()
+    sd = math.sqrt(rate * (1 - rate) / (64 * units))
+    assert abs(observed - expected_rate(rate, units)) < 5 * sd + 1e-3
+
+
+@settings(max_examples=15, deadline=None)
+@given(rate=st.floats(0.05, 0.95))
+def test_attribute_hides_single_attributes_independently(rate: float) -> None:
+    batch = layout_batch(2, 64)
+    sample = hide(AttributeMasking(), batch, rate)
+    kind = batch["kind"]
+    assert torch.isin(kind[sample.mask], torch.tensor(CELL_KINDS)).all()
+    cells = sample.mask[:, torch.isin(kind[0], torch.tensor(CELL_KINDS))].reshape(64, -1, 3)
+    n = cells[0].numel()
+    observed = cells.float().mean()
+    assert abs(observed - expected_rate(rate, n)) < 5 * math.sqrt(rate * (1 - rate) / (64 * n)) + 1e-3
+    if 0.2 < rate < 0.8:  # single attributes: partially hidden cells must occur
+        assert ((cells.sum(-1) == 1) | (cells.sum(-1) == 2)).any()
+
+
+def test_step_hides_whole_observations_but_not_actions() -> None:
+    batch = layout_batch(3, 256)
+    sample = hide(StepMasking(), batch, 0.4)
+    kind, step = batch["kind"], batch["step"]
+    assert not sample.mask[kind == TokenKind.ACTION].any()
+    observation = torch.isin(kind, torch.tensor([*CELL_KINDS, int(TokenKind.DIRECTION)]))
+    for s in range(3):
+        block = sample.mask[:, (step[0] == s) & observation[0]]
+        assert (block.all(1) | ~block.any(1)).all()  # a step is hidden whole or not at all
+    hidden_steps = torch.stack([sample.mask[:, (step[0] == s) & observation[0]].all(1) for s in range(3)], 1)
+    assert abs(hidden_steps.float().mean() - expected_rate(0.4, 3)) < 0.06
+
+
+def test_action_hides_only_actions_and_skips_padding() -> None:
+    batch = layout_batch(4, 512, padded_steps=1)
+    sample = hide(ActionMasking(), batch, 0.5)
+    kind = batch["kind"]
+    assert (kind[sample.mask] == TokenKind.ACTION).all()
+    assert sample.maskable.sum(1).eq(3).all()  # the padded step's action is not there
+    assert abs(sample.mask.sum(1).float().mean() / 3 - expected_rate(0.5, 3)) < 0.05
+
+
+def test_tiny_rates_are_raised_to_one_unit_in_expectation() -> None:
+    batch = layout_batch(1, 4000)
+    sample = hide(CellMasking(), batch, 1e-4)
+    assert torch.allclose(sample.rate, torch.full((4000,), 1 / NUM_CELLS))
+    hidden_cells = sample.mask.sum(1) / 3
+    assert (hidden_cells >= 1).all()  # every sample trains on something
+    assert abs(hidden_cells.mean() - 1.37) < 0.05  # E = 1 + P(none drawn) = 1 + (48/49)^49
+
+
+def test_mixture_picks_one_strategy_per_sample_with_its_weight() -> None:
+    batch = layout_batch(2, 2000)
+    sample = hide(Mixture([ActionMasking(), CellMasking()], [0.25, 0.75]), batch, 0.5)
+    kinds = batch["kind"]
+    action_only = ((kinds == TokenKind.ACTION) | ~sample.mask).all(1)
+    cells_only = (torch.isin(kinds, torch.tensor(CELL_KINDS)) | ~sample.mask).all(1)
+    assert (action_only ^ cells_only).all()
+    assert abs(action_only.float().mean() - 0.25) < 0.04
+
+
+def test_stratified_times_cover_the_interval() -> None:
+    t = sample_rates(64, None, 1e-3, 1.0, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert ((t >= 1e-3) & (t <= 1.0)).all()
+    # one draw in each of the 64 equal slices of (eps, 1)
+    slices = ((t - 1e-3) / (1 - 1e-3) * 64).floor().long()
+    assert sorted(slices.tolist()) == list(range(64))
+    fixed = sample_rates(5, 0.3, 1e-3, 0.5, torch.device("cpu"))
+    assert torch.allclose(fixed, torch.full((5,), 0.15))
+
+
+def test_schedules() -> None:
+    assert ConstantSchedule()(123) == 1.0
+    linear = LinearSchedule(start=0.2, steps=100, warmup_steps=10)
+    assert linear(0) == linear(10) == pytest.approx(0.2)
+    assert linear(60) == pytest.approx(0.6)
+    assert linear(500) == pytest.approx(1.0)
+    cosine = CosineSchedule(start=0.0 + 0.1, steps=100)
+    assert cosine(50) == pytest.approx(0.55) and cosine(100) == pytest.approx(1.0)
+    assert StepSchedule(start=0.5, steps=10)(9) == 0.5 and StepSchedule(start=0.5, steps=10)(10) == 1.0
+
+
+@pytest.mark.parametrize("prob", [0.0, -0.1, 1.5])
+def test_prob_outside_unit_interval_names_the_field(prob: float) -> None:
+    with pytest.raises(ConfigError, match="prob"):
+        MaskingCallback(UniformMasking(), prob=prob)
+
+
+def test_callback_writes_mask_keys_and_is_reproducible() -> None:
+    batch = layout_batch(2, 8)
+    callback = MaskingCallback(UniformMasking(), prob=None, schedule=LinearSchedule(start=0.5, steps=10))
+    rate = callback.apply(batch, step=0, generator=torch.Generator().manual_seed(1))
+    assert {"mask", "maskable", "mask_time"} <= set(batch)
+    assert (rate <= 0.5).all()
+    again = layout_batch(2, 8)
+    callback.apply(again, step=0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(batch["mask"], again["mask"])
+    fixed = MaskingCallback(UniformMasking(), prob=0.3)
+    fixed.apply(batch, step=0, generator=None)
+    assert "mask_time" not in batch
