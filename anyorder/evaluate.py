@@ -11,6 +11,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from anyorder.naming import register_resolvers
+
+register_resolvers()
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:

@@ -9,8 +9,12 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from anyorder.naming import register_resolvers
+
 from anyorder.data.episodes import read_meta
 from anyorder.errors import report_errors
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from anyorder.data.datamodule import TrajectoryDataModule
 from anyorder.errors import DataError, report_errors
 from anyorder.models.module import AnyOrderModule
+from anyorder.naming import register_resolvers
 
 LOGGED_GROUPS = ("data", "model", "masking", "seed")
 
@@ -65,6 +66,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for key in sorted(k for k in metrics if k.startswith("val/")):
             print(f"  {key:<28} {metrics[key]:.4f}")
     return metrics
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
