@@ -66,7 +66,7 @@ def report_errors() -> Iterator[None]:
     """Exit with status 2 and one line on stderr for user errors; re-raise anything else."""
     try:
         yield
-    except Exception as error:  # noqa: BLE001 - filtered by describe()
+    except Exception as error:
         line = describe(error)
         if line is None:
             raise

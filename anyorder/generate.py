@@ -1,6 +1,6 @@
 """``anyorder-generate``: BabyAI expert demonstrations -> Parquet shards.
 
-    anyorder-generate data=babyai_gotolocal data.num_episodes=1000 data.num_workers=2
+anyorder-generate data=babyai_gotolocal data.num_episodes=1000 data.num_workers=2
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from anyorder.naming import register_resolvers
-
 from anyorder.data.episodes import read_meta
 from anyorder.errors import report_errors
+from anyorder.naming import register_resolvers
 
 register_resolvers()
 

@@ -1,13 +1,14 @@
 """``anyorder-train``: compose the config, build data, model, masking and trainer, fit.
 
-    anyorder-train                                   # the embedded default (tiny model, CPU)
-    anyorder-train experiment=cell_masking masking.prob=0.3
-    anyorder-train -m masking=cell,attribute masking.prob=0.15,0.5
+anyorder-train                                   # the embedded default (tiny model, CPU)
+anyorder-train experiment=cell_masking masking.prob=0.3
+anyorder-train -m masking=cell,attribute masking.prob=0.15,0.5
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
 import hydra
 import lightning as L
 from hydra.utils import instantiate
@@ -56,8 +57,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
     if logger is not None:
         logger.log_hyperparams(
-            {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-             for key in LOGGED_GROUPS}
+            {
+                key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+                for key in LOGGED_GROUPS
+            }
         )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
@@ -66,6 +69,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for key in sorted(k for k in metrics if k.startswith("val/")):
             print(f"  {key:<28} {metrics[key]:.4f}")
     return metrics
+
 
 register_resolvers()
 

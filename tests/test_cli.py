@@ -92,8 +92,12 @@ def test_sweep_runs_every_job_in_its_own_directory(tmp_path: Path, data_root: Pa
 
 def test_generate_command_writes_a_dataset(tmp_path: Path) -> None:
     result = run(
-        "anyorder.generate", "data=babyai_gotolocal", "data.num_episodes=12", "data.num_workers=2",
-        f"paths.data_dir={tmp_path / 'data'}", cwd=tmp_path,
+        "anyorder.generate",
+        "data=babyai_gotolocal",
+        "data.num_episodes=12",
+        "data.num_workers=2",
+        f"paths.data_dir={tmp_path / 'data'}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     directory = tmp_path / "data" / "BabyAI-GoToLocal-v0-n12-s0"

@@ -92,5 +92,5 @@ def test_corrupt_shard_fails_setup_naming_it(tmp_path: Path, small_spec) -> None
     shutil.copytree(small_spec.directory, copy)
     (copy / "val-00000.parquet").write_bytes(b"garbage")
     dm = make_datamodule(tmp_path)
-    with pytest.raises(DataError, match="val-00000.parquet"):
+    with pytest.raises(DataError, match=r"val-00000\.parquet"):
         dm.setup("fit")

@@ -72,7 +72,7 @@ def test_truncated_shard_is_corrupt(tmp_path: Path) -> None:
 
 
 def test_missing_or_corrupt_meta(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="meta.json"):
+    with pytest.raises(DataError, match=r"meta\.json"):
         read_meta(tmp_path)
     (tmp_path / "meta.json").write_text("{not json")
     with pytest.raises(DataError, match="corrupt"):

@@ -25,8 +25,10 @@ def test_metadata_records_disjoint_seed_ranges(small_spec: DatasetSpec) -> None:
     ranges = [range(*meta["splits"][s]["seed_range"]) for s in ("train", "val", "test")]
     assert sum(len(r) for r in ranges) == 60
     assert not set(ranges[0]) & set(ranges[1]) and not set(ranges[1]) & set(ranges[2])
-    seen = {s: {e.seed for name in meta["splits"][s]["shards"] for e in read_shard(small_spec.directory / name)}
-            for s in ("train", "val", "test")}
+    seen = {
+        s: {e.seed for name in meta["splits"][s]["shards"] for e in read_shard(small_spec.directory / name)}
+        for s in ("train", "val", "test")
+    }
     for split, seeds in seen.items():
         assert seeds == set(range(*meta["splits"][split]["seed_range"]))
     assert meta["bot"].endswith("BabyAIBot") and meta["format_version"] == 1

@@ -90,8 +90,16 @@ def test_short_training_beats_the_majority_action_baseline(compose_train, traini
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "checkpoints").glob("best-step*.ckpt"))
     tags = set(EventAccumulator(str(run / "tensorboard")).Reload().Tags()["scalars"])
-    for tag in ("train/loss", "train/nll/action", "train/nll/object", "train/mask_rate", "val/loss",
-                "val/nll/all", "val/action_acc", "val/world_model_nll"):
+    for tag in (
+        "train/loss",
+        "train/nll/action",
+        "train/nll/object",
+        "train/mask_rate",
+        "val/loss",
+        "val/nll/all",
+        "val/action_acc",
+        "val/world_model_nll",
+    ):
         assert tag in tags, tag
     assert any(tag.startswith("lr-") for tag in tags)
 
@@ -127,5 +135,5 @@ def test_resume_continues_from_the_last_checkpoint(compose_train) -> None:
 
 def test_resume_without_checkpoint_is_an_error_naming_the_file(compose_train) -> None:
     cfg = compose_train(*SMALL, "ckpt_path=last")
-    with pytest.raises(DataError, match="last.ckpt"):
+    with pytest.raises(DataError, match=r"last\.ckpt"):
         train(cfg)

@@ -223,13 +223,21 @@ class TrajectoryDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         meta = read_meta(self.directory)
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ("train", "val"))
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
+            stage or "fit", ("train", "val")
+        )
         for split in wanted:
             if split in self.datasets:
                 continue
             shards = meta["splits"][split]["shards"]
             table, used = load_episode_table(
-                self.directory, shards, self.tokenizer, rank, world, seed=self.shuffle_seed, only_successful=self.only_successful
+                self.directory,
+                shards,
+                self.tokenizer,
+                rank,
+                world,
+                seed=self.shuffle_seed,
+                only_successful=self.only_successful,
             )
             self.datasets[split] = WindowDataset(table, self.tokenizer)
             self.used_windows[split] = used

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import minigrid  # noqa: F401 - importing registers the MiniGrid and BabyAI env ids
+import minigrid
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -27,7 +27,6 @@ from anyorder.errors import ConfigError
 SPLITS = ("train", "val", "test")
 SEED_STRIDE = 10_000_000  # dataset seed s draws episode seeds from [s * stride, (s + 1) * stride)
 BOT = "minigrid.utils.baby_ai_bot.BabyAIBot"
-
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,9 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         if self.level not in gym.registry:
             known = sorted(k for k in gym.registry if k.startswith("BabyAI-"))
-            raise ConfigError("level", f"unknown environment {self.level!r}; BabyAI levels: {', '.join(known[:8])}, ...")
+            raise ConfigError(
+                "level", f"unknown environment {self.level!r}; BabyAI levels: {', '.join(known[:8])}, ..."
+            )
         if self.num_episodes < 3:
             raise ConfigError("num_episodes", f"must be >= 3 (one per split), got {self.num_episodes}")
         if not 0 <= self.seed < 200:
@@ -90,7 +91,7 @@ def rollout_bot(level: str, seed: int) -> Episode:
     while not done:
         try:
             action = int(bot.replan())
-        except Exception:  # noqa: BLE001 - the bot gives up on rare layouts; keep the episode as failed
+        except Exception:
             break
         observations.append(obs["image"])
         directions.append(obs["direction"])
@@ -124,7 +125,7 @@ def _shard_is_complete(path: Path, expected_rows: int) -> bool:
         return False
     try:
         return read_table(path, columns=["seed"]).num_rows == expected_rows
-    except Exception:  # noqa: BLE001 - any unreadable shard is simply regenerated
+    except Exception:
         return False
 
 

@@ -67,7 +67,12 @@ class Layout:
         step_cell = np.concatenate([np.repeat(np.arange(NUM_CELLS), ATTRIBUTES_PER_CELL), [-1, -1]])
         prefix = mission_length + 2
         kind = np.concatenate(
-            [[TokenKind.SPECIAL], np.full(mission_length, TokenKind.MISSION), [TokenKind.SPECIAL], np.tile(step_kind, window)]
+            [
+                [TokenKind.SPECIAL],
+                np.full(mission_length, TokenKind.MISSION),
+                [TokenKind.SPECIAL],
+                np.tile(step_kind, window),
+            ]
         ).astype(np.int64)
         step = np.concatenate([np.full(prefix, -1), np.repeat(np.arange(window), STEP_LENGTH)]).astype(np.int64)
         cell = np.concatenate([np.full(prefix, -1), np.tile(step_cell, window)]).astype(np.int64)

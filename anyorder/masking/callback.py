@@ -39,9 +39,7 @@ class MaskingCallback(L.Callback):
         self._generator: torch.Generator | None = None
         self._pending_state: torch.Tensor | None = None
 
-    def apply(
-        self, batch: dict[str, torch.Tensor], step: int, generator: torch.Generator | None
-    ) -> torch.Tensor:
+    def apply(self, batch: dict[str, torch.Tensor], step: int, generator: torch.Generator | None) -> torch.Tensor:
         """Add the mask keys to ``batch`` in place; returns the effective per-sample rates."""
         kind = batch["kind"]
         rate = sample_rates(kind.shape[0], self.prob, self.eps, self.schedule(step), kind.device, generator)

@@ -56,9 +56,11 @@ def sample_units(units: torch.Tensor, rate: torch.Tensor, generator: torch.Gener
     batch, length = units.shape
     maskable = units >= 0
     index = units.clamp(min=0)
-    exists = torch.zeros(batch, length, device=units.device).scatter_reduce(
-        1, index, maskable.float(), reduce="amax", include_self=True
-    ).bool()
+    exists = (
+        torch.zeros(batch, length, device=units.device)
+        .scatter_reduce(1, index, maskable.float(), reduce="amax", include_self=True)
+        .bool()
+    )
     rate = torch.maximum(rate.float(), 1.0 / exists.sum(dim=1).clamp(min=1))
     draws = torch.rand(batch, length, device=units.device, generator=generator)
     draws = torch.where(exists, draws, torch.full_like(draws, 2.0))
@@ -130,7 +132,9 @@ class Mixture(MaskingStrategy):
             raise ConfigError("strategies", "a mixture needs at least one strategy")
         weights = list(weights) if weights is not None else [1.0] * len(strategies)
         if len(weights) != len(strategies) or any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ConfigError("weights", f"need {len(strategies)} non-negative weights with a positive sum, got {weights}")
+            raise ConfigError(
+                "weights", f"need {len(strategies)} non-negative weights with a positive sum, got {weights}"
+            )
         self.strategies = list(strategies)
         self.weights = torch.tensor(weights, dtype=torch.float) / sum(weights)
 
@@ -145,9 +149,7 @@ class Mixture(MaskingStrategy):
         rate: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> MaskSample:
-        choice = torch.multinomial(
-            self.weights.to(kind.device), kind.shape[0], replacement=True, generator=generator
-        )
+        choice = torch.multinomial(self.weights.to(kind.device), kind.shape[0], replacement=True, generator=generator)
         mask = torch.zeros_like(kind, dtype=torch.bool)
         maskable = torch.zeros_like(mask)
         effective = rate.float().clone()

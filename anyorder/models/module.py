@@ -121,7 +121,9 @@ class AnyOrderModule(L.LightningModule):
         decay, no_decay = [], []
         for parameter in self.parameters():
             if parameter.requires_grad:
-                (decay if parameter.ndim >= 2 or self.hparams.weight_decay_norms_and_biases else no_decay).append(parameter)
+                (decay if parameter.ndim >= 2 or self.hparams.weight_decay_norms_and_biases else no_decay).append(
+                    parameter
+                )
         optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         if self.scheduler_factory is None:
             return optimizer
