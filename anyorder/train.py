@@ -7,6 +7,7 @@ anyorder-train -m masking=cell,attribute masking.prob=0.15,0.5
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -45,13 +46,14 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
     return str(path)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final logged metrics."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule: TrajectoryDataModule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
     callbacks = [instantiate(node) for node in cfg.callbacks.values()]
     callbacks.append(instantiate(cfg.masking))
+    callbacks.extend(extra_callbacks)
     logger = instantiate(cfg.logger)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)

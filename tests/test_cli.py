@@ -103,3 +103,41 @@ def test_generate_command_writes_a_dataset(tmp_path: Path) -> None:
     directory = tmp_path / "data" / "BabyAI-GoToLocal-v0-n12-s0"
     assert (directory / "meta.json").is_file()
     assert "train" in result.stdout and "seeds [" in result.stdout
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, data_root: Path) -> None:
+    import signal
+    import time
+
+    import torch
+
+    run_dir = tmp_path / "run"
+    args = [
+        f"paths.data_dir={data_root}",
+        f"hydra.run.dir={run_dir}",
+        *FAST,
+        "callbacks.last_checkpoint.every_n_train_steps=5",
+    ]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "anyorder.train", *args, "trainer.max_steps=100000"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (
+        last.is_file() and torch.load(last, weights_only=True)["global_step"] >= 10
+    ):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(last, weights_only=True)["global_step"]
+    assert killed_at >= 10
+
+    result = run("anyorder.train", *args, "ckpt_path=last", f"trainer.max_steps={killed_at + 5}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert torch.load(last, weights_only=True)["global_step"] == killed_at + 5

@@ -178,3 +178,18 @@ def test_callback_writes_mask_keys_and_is_reproducible() -> None:
     fixed = MaskingCallback(UniformMasking(), prob=0.3)
     fixed.apply(batch, step=0, generator=None)
     assert "mask_time" not in batch
+
+
+def test_mask_picture_shows_hidden_cells_as_white_triples() -> None:
+    from anyorder.masking.visualize import HIDDEN, PAD, VISIBLE, mask_grid
+
+    batch = layout_batch(2, 3, padded_steps=1)
+    batch["mask"] = hide(CellMasking(), batch, 0.3).mask
+    image = mask_grid(batch, samples=2, scale=1)[0]
+    assert image.shape == (2 * 3 + 1, 149)  # (mission + 2 steps) per sample, one separator row
+    first = image[:3]
+    assert (first[1] == PAD).all()  # the left-padded step
+    hidden = (first[2, :147] == HIDDEN).reshape(49, 3)
+    assert (hidden.all(1) | ~hidden.any(1)).all() and hidden.any()
+    assert (first[2, 147:] == VISIBLE).all()  # direction and action stay visible under cell masking
+    assert (first[0, :4] != PAD).all() and (first[0, 4:] == PAD).all()

@@ -124,7 +124,9 @@ class AnyOrderModule(L.LightningModule):
                 (decay if parameter.ndim >= 2 or self.hparams.weight_decay_norms_and_biases else no_decay).append(
                     parameter
                 )
-        optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        optimizer = self.optimizer_factory(
+            [{"params": decay, "name": "decay"}, {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+        )
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, num_training_steps=int(self.trainer.estimated_stepping_batches))

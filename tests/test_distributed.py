@@ -1,0 +1,60 @@
+"""Multi-process training on the CPU: DDP with 2 processes (spawn, gloo) through the real config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+
+from anyorder.data.episodes import read_meta, read_table
+from anyorder.train import train
+
+
+class RankRecorder(L.Callback):
+    """Writes, per rank, the episode seeds it owns and the number of batches it trained on."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.batches = 0
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.batches += 1
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seeds = trainer.datamodule.datasets["train"].table.seeds.tolist()
+        record = {"rank": trainer.global_rank, "world": trainer.world_size, "seeds": seeds, "batches": self.batches}
+        (Path(self.directory) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def test_ddp_two_processes_train_on_disjoint_episodes(compose_train, small_spec, tmp_path: Path) -> None:
+    cfg = compose_train(
+        "data.num_episodes=60",
+        "data.shard_size=20",
+        "data.window=2",
+        "data.batch_size=8",
+        "model.backbone.hidden_size=32",
+        "model.backbone.num_layers=1",
+        "model.backbone.num_heads=2",
+        "model.backbone.intermediate_size=64",
+        "strategy=ddp_spawn",
+        "trainer.devices=2",
+        "trainer.max_steps=-1",
+        "trainer.max_epochs=1",
+        "trainer.val_check_interval=null",
+        "trainer.check_val_every_n_epoch=1",
+        "+trainer.enable_progress_bar=false",
+    )
+    train(cfg, extra_callbacks=[RankRecorder(str(tmp_path))])
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in records] == [2, 2]
+    seeds = [set(r["seeds"]) for r in records]
+    assert seeds[0] and seeds[1] and not seeds[0] & seeds[1]
+    meta = read_meta(small_spec.directory)
+    successful = set()
+    for name in meta["splits"]["train"]["shards"]:
+        table = read_table(small_spec.directory / name, columns=["seed", "success"]).to_pydict()
+        successful |= {s for s, ok in zip(table["seed"], table["success"], strict=True) if ok}
+    assert seeds[0] | seeds[1] == successful
+    assert records[0]["batches"] == records[1]["batches"] > 0
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
