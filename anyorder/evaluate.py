@@ -1,25 +1,196 @@
-"""``anyorder-eval``: closed-loop success, world-model NLL and robustness of a checkpoint.
+"""``anyorder-eval``: which masking made the better agent and the better world model?
 
-Not part of this release yet: the evaluation issue brings it. The command exists so that
-scripts can already call it and get a clear answer.
+    anyorder-eval ckpt_path=outputs/train/<run>/checkpoints/last.ckpt
+    anyorder-eval ckpt_path=... eval.level=BabyAI-GoToLocal-v0 eval.render=true
+
+Prints one table and writes ``metrics.json``, PNG/GIF figures and a TensorBoard run into its
+own run directory.
 """
 
 from __future__ import annotations
 
-import sys
+import json
+from pathlib import Path
+from typing import Any
 
 import hydra
+import numpy as np
+import torch
 from omegaconf import DictConfig
+from torch.utils.tensorboard import SummaryWriter
 
+from anyorder.data.episodes import read_meta
+from anyorder.errors import ConfigError, report_errors
+from anyorder.eval.checkpoint import TrainedRun, load_trained
+from anyorder.eval.metrics import area_under_curve, wilson_interval
+from anyorder.eval.rollout import BotPolicy, ModelPolicy, run_rollouts
+from anyorder.eval.seeds import check_held_out, default_seed_start
+from anyorder.eval.tasks import TaskEvaluator
+from anyorder.eval.visualize import render_observation, robustness_figure, save_gif, save_png, side_by_side
+from anyorder.masking.queries import world_model_query
 from anyorder.naming import register_resolvers
 
 register_resolvers()
 
 
+def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictConfig) -> dict[str, Any]:
+    tokenizer = run.datamodule.tokenizer
+    policy = ModelPolicy(run.module, settings.device, settings.temperature, settings.seed)
+    curve = {}
+    for fraction in settings.occlusion_fractions:
+        result = run_rollouts(
+            policy, tokenizer, level, seeds, settings.num_envs, occlusion=fraction, progress=settings.progress
+        )
+        wins = int(np.sum(result.success))
+        low, high = wilson_interval(wins, len(seeds))
+        curve[str(fraction)] = {
+            "success_rate": result.success_rate,
+            "ci95": [low, high],
+            "mean_length": float(np.mean(result.lengths)),
+        }
+    bot = run_rollouts(BotPolicy(), tokenizer, level, seeds, settings.num_envs)
+    return {
+        "by_occlusion": curve,
+        "bot": {"success_rate": bot.success_rate, "mean_length": float(np.mean(bot.lengths))},
+    }
+
+
+def world_model_pictures(run: TrainedRun, evaluator: TaskEvaluator, count: int = 4) -> list[np.ndarray]:
+    """True (left) and predicted (right) last observation of a few held-out windows."""
+    batch = next(iter(run.datamodule.test_dataloader()))
+    batch = {key: value[:count].to(run.module.device) for key, value in batch.items()}
+    decoded = evaluator._decode(batch, world_model_query(batch))
+    tokenizer = run.datamodule.tokenizer
+    pictures = []
+    for index in range(decoded.shape[0]):
+        true = tokenizer.decode_window(batch, index).observations[-1]
+        predicted = tokenizer.decode_window({**batch, "input_ids": decoded}, index).observations[-1]
+        pictures.append(side_by_side(render_observation(true), render_observation(predicted)))
+    return pictures
+
+
+def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    settings = cfg.eval
+    if settings.num_episodes < 1:
+        raise ConfigError("eval.num_episodes", f"must be >= 1, got {settings.num_episodes}")
+    torch.manual_seed(settings.seed)
+    run = load_trained(cfg.ckpt_path, cfg.paths.data_dir, settings.device)
+    run.datamodule.prepare_data()
+    meta = read_meta(run.datamodule.directory)
+    level = settings.level or meta["level"]
+    start = settings.seed_start if settings.seed_start is not None else default_seed_start(meta)
+    check_held_out(level, start, settings.num_episodes, meta)
+    seeds = list(range(start, start + settings.num_episodes))
+
+    run.datamodule.setup("test")
+    evaluator = TaskEvaluator(
+        run.module,
+        run.datamodule.tokenizer.vocabulary,
+        settings.decode_steps,
+        settings.occlusion_fractions,
+        seed=settings.seed,
+    )
+    tasks = evaluator.run(run.datamodule.test_dataloader(), settings.test_batches, settings.progress)
+    loop = closed_loop(run, level, seeds, settings)
+
+    fractions = [float(f) for f in settings.occlusion_fractions]
+    success = [loop["by_occlusion"][str(f)]["success_rate"] for f in settings.occlusion_fractions]
+    accuracy = [tasks["robustness_action_accuracy"][str(f)] for f in settings.occlusion_fractions]
+    clean = loop["by_occlusion"][str(settings.occlusion_fractions[0])]
+    metrics = {
+        "checkpoint": str(run.checkpoint),
+        "level": level,
+        "trained_level": meta["level"],
+        "seeds": [start, start + settings.num_episodes],
+        "success_rate": clean["success_rate"],
+        "success_ci95": clean["ci95"],
+        "mean_episode_length": clean["mean_length"],
+        "bot": loop["bot"],
+        "tasks": tasks,
+        "robustness": {
+            "fractions": fractions,
+            "success_rate": success,
+            "action_accuracy": accuracy,
+            "success_area": area_under_curve(fractions, success),
+            "action_accuracy_area": area_under_curve(fractions, accuracy),
+            "closed_loop": loop["by_occlusion"],
+        },
+    }
+    write_outputs(metrics, run, evaluator, output_dir, level, seeds, settings)
+    return metrics
+
+
+def write_outputs(
+    metrics: dict[str, Any],
+    run: TrainedRun,
+    evaluator: TaskEvaluator,
+    output_dir: Path,
+    level: str,
+    seeds: list[int],
+    settings: DictConfig,
+) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    figures = output_dir / "figures"
+    robustness = metrics["robustness"]
+    figure = robustness_figure(robustness["fractions"], robustness["success_rate"], robustness["action_accuracy"])
+    figures.mkdir(parents=True, exist_ok=True)
+    figure.savefig(figures / "robustness.png")
+    with SummaryWriter(str(output_dir / "tensorboard")) as writer:
+        writer.add_scalar("eval/success_rate", metrics["success_rate"])
+        writer.add_scalar("eval/world_model_nll", metrics["tasks"]["world_model"]["nll_per_token"])
+        writer.add_scalar("eval/action_accuracy", metrics["tasks"]["policy"]["accuracy"])
+        writer.add_scalar("eval/robustness_success_area", robustness["success_area"])
+        for task, values in metrics["tasks"].items():
+            for name, value in values.items():
+                writer.add_scalar(f"eval/{task}/{name}", value)
+        writer.add_figure("eval/robustness", figure)
+        for index, picture in enumerate(world_model_pictures(run, evaluator)):
+            save_png(picture, figures / f"world_model_{index}.png")
+            writer.add_image(f"eval/world_model_true_vs_predicted/{index}", picture, dataformats="HWC")
+    if settings.render:
+        policy = ModelPolicy(run.module, settings.device, settings.temperature, settings.seed)
+        result = run_rollouts(policy, run.datamodule.tokenizer, level, seeds[: settings.render_episodes], render=True)
+        for seed, frames, won in zip(result.seeds, result.frames, result.success, strict=True):
+            save_gif(frames, figures / f"rollout_seed{seed}_{'success' if won else 'failure'}.gif")
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    tasks, robust = metrics["tasks"], metrics["robustness"]
+    low, high = metrics["success_ci95"]
+    lines = [
+        f"level {metrics['level']} (trained on {metrics['trained_level']}), held-out seeds "
+        f"[{metrics['seeds'][0]}, {metrics['seeds'][1]})",
+        f"{'success rate':<42}{metrics['success_rate']:>7.3f}   95% CI [{low:.3f}, {high:.3f}]",
+        f"{'mean episode length (model / bot)':<42}{metrics['mean_episode_length']:>7.1f} / "
+        f"{metrics['bot']['mean_length']:.1f}   (bot success {metrics['bot']['success_rate']:.3f})",
+        f"{'world-model NLL (nats per obs token / cell)':<42}{tasks['world_model']['nll_per_token']:>7.3f} / "
+        f"{tasks['world_model']['nll_per_cell']:.3f}",
+        f"{'world-model exact cells (decoded)':<42}{tasks['world_model']['exact_cell_accuracy']:>7.3f}",
+        f"{'action accuracy (test split)':<42}{tasks['policy']['accuracy']:>7.3f}",
+        f"{'inverse-model accuracy':<42}{tasks['inverse']['accuracy']:>7.3f}",
+        f"{'mission inference (exact / token acc.)':<42}{tasks['mission']['exact_match']:>7.3f} / "
+        f"{tasks['mission']['token_accuracy']:.3f}",
+        f"{'in-painting exact cells (25% hidden)':<42}{tasks['inpainting']['exact_cell_accuracy']:>7.3f}",
+        "occlusion robustness   f = " + "  ".join(f"{f:5.2f}" for f in robust["fractions"]) + "   area",
+        "  success                  "
+        + "  ".join(f"{v:5.3f}" for v in robust["success_rate"])
+        + f"   {robust['success_area']:.3f}",
+        "  action accuracy          "
+        + "  ".join(f"{v:5.3f}" for v in robust["action_accuracy"])
+        + f"   {robust['action_accuracy_area']:.3f}",
+    ]
+    return "\n".join(lines)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    print("anyorder-eval: closed-loop evaluation is coming in a later release.", file=sys.stderr)
-    raise SystemExit(3)
+def main(cfg: DictConfig) -> float:
+    with report_errors():
+        output_dir = Path(cfg.paths.output_dir)
+        metrics = evaluate(cfg, output_dir)
+    print(format_table(metrics))
+    print(f"metrics, figures and TensorBoard run: {output_dir}")
+    return metrics["success_rate"]
 
 
 if __name__ == "__main__":

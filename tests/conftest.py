@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from anyorder.data.generate import DatasetSpec, generate_dataset
 
@@ -39,24 +40,72 @@ def small_spec(data_root: Path) -> DatasetSpec:
 
 ComposeFn = Callable[..., DictConfig]
 
+SMALL_MODEL = [
+    "data.window=2",
+    "model.backbone.hidden_size=64",
+    "model.backbone.num_layers=2",
+    "model.backbone.num_heads=2",
+    "model.backbone.intermediate_size=128",
+]
+
+
+def compose_config(data_dir: Path, output_dir: Path, *overrides: str, config_name: str = "train") -> DictConfig:
+    """``config_name`` composed as the CLI would, with ``paths.output_dir`` set to ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="anyorder.conf", version_base="1.3"):
+        cfg = compose(
+            config_name=config_name,
+            overrides=[f"paths.data_dir={data_dir}", f"paths.log_dir={output_dir.parent}", *overrides],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@dataclass
+class TrainedRun:
+    config: DictConfig
+    directory: Path
+    metrics: dict[str, float]
+    spec: DatasetSpec
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.directory / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def trained_run(training_spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """A small model trained for 400 steps (~30 s), shared by the learning and evaluation tests."""
+    from anyorder.train import train
+
+    directory = tmp_path_factory.mktemp("trained") / "run"
+    cfg = compose_config(
+        training_spec.root,
+        directory,
+        *SMALL_MODEL,
+        "data.num_episodes=400",
+        "data.batch_size=16",
+        "trainer.max_steps=400",
+        "trainer.val_check_interval=200",
+        "model.optimizer.lr=3e-3",
+        "model.lr_scheduler.num_warmup_steps=10",
+    )
+    metrics = train(cfg)
+    (directory / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, directory / ".hydra" / "config.yaml")  # what Hydra saves for a CLI run
+    return TrainedRun(cfg, directory, metrics, training_spec)
+
 
 @pytest.fixture
 def compose_train(tmp_path: Path, data_root: Path) -> ComposeFn:
     """Compose ``train.yaml`` with overrides, as the CLI would, outputs under ``tmp_path``."""
 
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_module(config_module="anyorder.conf", version_base="1.3"):
-            cfg = compose(
-                config_name=config_name,
-                overrides=[f"paths.data_dir={data_root}", f"paths.log_dir={tmp_path}", *overrides],
-                return_hydra_config=True,
-            )
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            del cfg.hydra
-        return cfg
+        return compose_config(data_root, tmp_path / "run", *overrides, config_name=config_name)
 
-    yield _compose
-    GlobalHydra.instance().clear()
+    return _compose

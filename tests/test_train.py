@@ -69,24 +69,13 @@ def majority_action_share(spec_dir: Path) -> float:
     return max(actions.values()) / sum(actions.values())
 
 
-def test_short_training_beats_the_majority_action_baseline(compose_train, training_spec) -> None:
-    cfg = compose_train(
-        *SMALL,
-        f"paths.data_dir={training_spec.root}",
-        "data.num_episodes=400",
-        "data.shard_size=500",
-        "data.batch_size=16",
-        "trainer.max_steps=400",
-        "trainer.val_check_interval=200",
-        "model.optimizer.lr=3e-3",
-        "model.lr_scheduler.num_warmup_steps=10",
-    )
-    metrics = train(cfg)
-    baseline = majority_action_share(training_spec.directory)
+def test_short_training_beats_the_majority_action_baseline(trained_run) -> None:
+    metrics = trained_run.metrics
+    baseline = majority_action_share(trained_run.spec.directory)
     assert metrics["val/action_acc"] > baseline + 0.05, (metrics["val/action_acc"], baseline)
     # the any-order half of the objective teaches the world too: far below the uniform guess
     assert metrics["val/world_model_nll"] < 0.5 * torch.log(torch.tensor(71.0)).item()
-    run = Path(cfg.paths.output_dir)
+    run = trained_run.directory
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "checkpoints").glob("best-step*.ckpt"))
     tags = set(EventAccumulator(str(run / "tensorboard")).Reload().Tags()["scalars"])
@@ -99,6 +88,7 @@ def test_short_training_beats_the_majority_action_baseline(compose_train, traini
         "val/nll/all",
         "val/action_acc",
         "val/world_model_nll",
+        "eval/success_rate",
     ):
         assert tag in tags, tag
     assert any(tag.startswith("lr-") for tag in tags)

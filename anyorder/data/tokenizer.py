@@ -68,17 +68,33 @@ class TrajectoryTokenizer:
         ids[: len(words)] = [vocab.word_ids.get(word, vocab.unk_id) for word in words]
         return ids
 
-    def encode_steps(self, observations: np.ndarray, directions: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """``[T, STEP_LENGTH]`` ids for an episode's steps (observations uint8 ``[T, 7, 7, 3]``)."""
+    def encode_steps(
+        self,
+        observations: np.ndarray,
+        directions: np.ndarray,
+        actions: np.ndarray,
+        hidden_cells: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``[T, STEP_LENGTH]`` ids for an episode's steps (observations uint8 ``[T, 7, 7, 3]``).
+
+        ``hidden_cells`` (bool ``[T, 7, 7]``, indexed like the image) are occluded: their three
+        attribute tokens become MASK, never "unseen", which would be a false statement.
+        """
         vocab = self.vocabulary
         # minigrid images are indexed [x, y]; cells are numbered row-major (y, x).
         cells = np.asarray(observations).transpose(0, 2, 1, 3).reshape(-1, NUM_CELLS, ATTRIBUTES_PER_CELL)
+        hidden = None
+        if hidden_cells is not None:
+            hidden = np.asarray(hidden_cells, dtype=bool).transpose(0, 2, 1).reshape(-1, NUM_CELLS)
+            cells = np.where(hidden[..., None], 0, cells)  # whatever the image says there is not read
         objects = cells[..., 0].astype(np.int64)
         colorless = (objects == _UNSEEN) | (objects == _EMPTY)
         ids = np.empty((*objects.shape, ATTRIBUTES_PER_CELL), dtype=np.int64)
         ids[..., 0] = vocab.object_ids[objects]
         ids[..., 1] = np.where(colorless, vocab.color_none_id, vocab.color_ids[cells[..., 1]])
         ids[..., 2] = np.where(objects == _DOOR, vocab.state_ids[cells[..., 2]], vocab.state_none_id)
+        if hidden is not None:
+            ids[hidden] = vocab.mask_id
         steps = np.empty((objects.shape[0], STEP_LENGTH), dtype=np.int64)
         steps[:, :-2] = ids.reshape(objects.shape[0], -1)
         steps[:, -2] = vocab.direction_ids[np.asarray(directions, dtype=np.int64)]

@@ -1,0 +1,1 @@
+"""Evaluation: closed-loop rollouts, occlusion, inference tasks, metrics and figures."""

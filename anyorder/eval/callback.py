@@ -1,0 +1,55 @@
+"""Closed-loop success while training, so a sweep's success curves can be compared as it runs."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+
+from anyorder.data.generate import SEED_STRIDE
+from anyorder.errors import ConfigError
+from anyorder.eval.metrics import wilson_interval
+from anyorder.eval.rollout import ModelPolicy, run_rollouts
+from anyorder.eval.seeds import HELD_OUT_OFFSET
+
+
+class ClosedLoopEvalCallback(L.Callback):
+    """Every ``every_n_val_epochs`` validations, play ``num_episodes`` held-out seeds; log eval/success_rate."""
+
+    def __init__(
+        self, every_n_val_epochs: int = 1, num_episodes: int = 16, num_envs: int = 16, temperature: float = 1.0
+    ) -> None:
+        if every_n_val_epochs < 1:
+            raise ConfigError("every_n_val_epochs", f"must be >= 1, got {every_n_val_epochs}")
+        if num_episodes < 1:
+            raise ConfigError("num_episodes", f"must be >= 1, got {num_episodes}")
+        self.every = every_n_val_epochs
+        self.num_episodes = num_episodes
+        self.num_envs = num_envs
+        self.temperature = temperature
+        self.validations = 0
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.validations += 1
+        if self.validations % self.every or not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        # the same held-out block as anyorder-eval's default, never a training seed
+        start = datamodule.spec.seed * SEED_STRIDE + HELD_OUT_OFFSET
+        result = run_rollouts(
+            ModelPolicy(pl_module, pl_module.device, self.temperature),
+            datamodule.tokenizer,
+            datamodule.spec.level,
+            range(start, start + self.num_episodes),
+            self.num_envs,
+        )
+        wins = int(np.sum(result.success))
+        low, high = wilson_interval(wins, self.num_episodes)
+        metrics = {
+            "eval/success_rate": result.success_rate,
+            "eval/success_ci95_low": low,
+            "eval/success_ci95_high": high,
+            "eval/mean_episode_length": float(np.mean(result.lengths)),
+        }
+        pl_module.log_dict(metrics, rank_zero_only=True)

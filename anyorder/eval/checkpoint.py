@@ -1,0 +1,44 @@
+"""Rebuild a trained run (data module, model) from its checkpoint and saved Hydra config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from anyorder.data.datamodule import TrajectoryDataModule
+from anyorder.errors import DataError
+from anyorder.models.module import AnyOrderModule
+from anyorder.train import build_module
+
+
+@dataclass
+class TrainedRun:
+    config: DictConfig
+    datamodule: TrajectoryDataModule
+    module: AnyOrderModule
+    checkpoint: Path
+
+
+def load_trained(ckpt_path: str | Path, data_dir: str | None = None, device: str = "cpu") -> TrainedRun:
+    """The run's own config (``<run>/.hydra/config.yaml``) defines data and model; weights from the checkpoint."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found")
+    config_file = path.resolve().parent.parent / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise DataError(config_file, "the checkpoint's run directory has no saved Hydra config")
+    config = OmegaConf.load(config_file)
+    if data_dir is not None:
+        config.paths.data_dir = data_dir
+    datamodule = instantiate(config.data)
+    module = build_module(config, datamodule)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as error:
+        raise DataError(path, f"cannot read checkpoint ({type(error).__name__})") from None
+    module.load_state_dict(state)
+    return TrainedRun(config=config, datamodule=datamodule, module=module.to(device).eval(), checkpoint=path)

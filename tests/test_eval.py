@@ -1,0 +1,194 @@
+"""Evaluation: the rollout loop, occlusion, decoding, held-out seeds, and a trained model's edge."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from minigrid.core.constants import OBJECT_TO_IDX
+
+from anyorder.data.generate import rollout_bot
+from anyorder.data.layout import TokenKind
+from anyorder.data.tokenizer import TrajectoryTokenizer
+from anyorder.data.vocabulary import Vocabulary
+from anyorder.errors import ConfigError
+from anyorder.eval.checkpoint import load_trained
+from anyorder.eval.metrics import area_under_curve, wilson_interval
+from anyorder.eval.occlusion import OCCLUDED_CODE, OcclusionWrapper
+from anyorder.eval.rollout import BotPolicy, ModelPolicy, run_rollouts
+from anyorder.eval.seeds import check_held_out, default_seed_start
+from anyorder.eval.tasks import TaskEvaluator
+from anyorder.models.decoding import iterative_unmask, kind_constraints
+from anyorder.train import build_module
+
+LEVEL = "BabyAI-GoToRedBall-v0"
+HELD_OUT = list(range(5_000_000, 5_000_096))
+
+
+class RandomPolicy:
+    """Uniform over minigrid's 7 actions."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, slot: int, env: gym.Env) -> None:
+        pass
+
+    def act(self, batch: dict, slots: Sequence[int]) -> np.ndarray:
+        return self.rng.integers(0, 7, size=len(slots))
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> TrajectoryTokenizer:
+    return TrajectoryTokenizer(Vocabulary.structured(), window=2, mission_length=12)
+
+
+def test_scripted_bot_reproduces_the_bot(tokenizer: TrajectoryTokenizer) -> None:
+    seeds = list(range(900, 940))
+    batched = run_rollouts(BotPolicy(), tokenizer, LEVEL, seeds, num_envs=16)
+    reference = {seed: rollout_bot(LEVEL, seed) for seed in seeds}
+    assert sorted(batched.seeds) == seeds
+    for seed, success, length in zip(batched.seeds, batched.success, batched.lengths, strict=True):
+        assert success == reference[seed].success and length == reference[seed].num_steps
+    assert batched.success_rate == pytest.approx(np.mean([e.success for e in reference.values()]))
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5])
+def test_occlusion_hides_exactly_the_fraction_as_mask_tokens(fraction: float, tokenizer: TrajectoryTokenizer) -> None:
+    env = OcclusionWrapper(gym.make(LEVEL), fraction)
+    raw = gym.make(LEVEL)
+    vocab = tokenizer.vocabulary
+    for seed in range(5):
+        obs, _ = env.reset(seed=seed)
+        truth, _ = raw.reset(seed=seed)
+        for _ in range(4):
+            visible = truth["image"][..., 0] != OBJECT_TO_IDX["unseen"]
+            hidden = obs["occluded"]
+            assert hidden.sum() == round(fraction * visible.sum())
+            assert not (hidden & ~visible).any()
+            assert (obs["image"][hidden] == OCCLUDED_CODE).all()
+            ids = tokenizer.encode_steps(obs["image"][None], [obs["direction"]], [0], hidden[None])[0]
+            cells = ids[:147].reshape(7, 7, 3)  # [y, x, attribute]
+            assert (cells[hidden.T] == vocab.mask_id).all()
+            assert not (cells[~hidden.T] == vocab.mask_id).any()
+            assert not (cells[hidden.T][:, 0] == vocab.object_ids[OBJECT_TO_IDX["unseen"]]).any()
+            action = int(raw.action_space.sample())
+            obs, *_ = env.step(action)
+            truth, *_ = raw.step(action)
+
+
+def test_iterative_unmasking_decodes_in_rounds_within_each_kind() -> None:
+    vocab = Vocabulary.structured()
+    tokenizer = TrajectoryTokenizer(vocab, window=1, mission_length=6)
+    obs = np.zeros((1, 7, 7, 3), dtype=np.uint8)
+    obs[0, :, :, 0] = OBJECT_TO_IDX["wall"]
+    batch = tokenizer.encode_window("go to the red ball", obs, [1], [2])
+    target = batch["input_ids"]
+    query = batch["kind"] != TokenKind.PAD
+    query &= batch["kind"] != TokenKind.SPECIAL
+    calls = []
+
+    def oracle(ids: torch.Tensor) -> torch.Tensor:  # confident about the truth, more so further right
+        calls.append((ids == vocab.mask_id).sum().item())
+        logits = torch.zeros(*ids.shape, vocab.size)
+        logits.scatter_(2, target[..., None], 5.0 + torch.linspace(0, 1, ids.shape[1])[None, :, None])
+        return logits
+
+    decoded = iterative_unmask(oracle, target, query, batch["kind"], kind_constraints(vocab), vocab.mask_id, steps=3)
+    assert torch.equal(decoded, target)
+    total = int(query.sum())
+    # round r reveals ceil(remaining / rounds left): 154 -> 102 -> 51 -> 0
+    first = total - -(-total // 3)
+    assert calls == [total, first, first - -(-first // 2)]
+
+    def liar(ids: torch.Tensor) -> torch.Tensor:  # always says "action:done", which fits no observation
+        logits = torch.zeros(*ids.shape, vocab.size)
+        logits[..., int(vocab.action_ids[-1])] = 10.0
+        return logits
+
+    decoded = iterative_unmask(liar, target, query, batch["kind"], kind_constraints(vocab), vocab.mask_id, steps=2)
+    objects = batch["kind"] == TokenKind.OBJECT
+    assert torch.isin(decoded[objects], torch.as_tensor(vocab.object_ids)).all()
+
+
+def test_eval_seeds_must_be_held_out(small_spec) -> None:
+    from anyorder.data.episodes import read_meta
+
+    meta = read_meta(small_spec.directory)
+    check_held_out(LEVEL, default_seed_start(meta), 100, meta)
+    check_held_out("BabyAI-GoToLocal-v0", 0, 100, meta)  # another level: nothing was trained there
+    for start in (0, meta["splits"]["val"]["seed_range"][0] - 3):
+        with pytest.raises(ConfigError, match=r"eval\.seed_start"):
+            check_held_out(LEVEL, start, 10, meta)
+
+
+def test_confidence_interval_and_area() -> None:
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and 0.25 < high < 0.35
+    low, high = wilson_interval(50, 100)
+    assert low == pytest.approx(0.404, abs=1e-3) and high == pytest.approx(0.596, abs=1e-3)
+    assert area_under_curve([0, 0.1, 0.25, 0.5], [0.8] * 4) == pytest.approx(0.8)
+    assert area_under_curve([0, 0.5], [1.0, 0.0]) == pytest.approx(0.5)
+
+
+def test_trained_policy_beats_a_random_policy(trained_run) -> None:
+    run = load_trained(trained_run.checkpoint, str(trained_run.spec.root))
+    tokenizer = run.datamodule.tokenizer
+    model = run_rollouts(ModelPolicy(run.module), tokenizer, LEVEL, HELD_OUT, num_envs=16)
+    chance = run_rollouts(RandomPolicy(), tokenizer, LEVEL, HELD_OUT, num_envs=16)
+    print(f"closed-loop success: model {model.success_rate:.3f}, random {chance.success_rate:.3f}")
+    assert model.success_rate > chance.success_rate + 0.1, (model.success_rate, chance.success_rate)
+
+
+def test_world_model_nll_of_a_trained_model_is_below_a_fresh_one(trained_run) -> None:
+    run = load_trained(trained_run.checkpoint, str(trained_run.spec.root))
+    run.datamodule.setup("test")
+    torch.manual_seed(0)
+    fresh = build_module(run.config, run.datamodule).eval()
+    vocab = run.datamodule.tokenizer.vocabulary
+    results = [
+        TaskEvaluator(module, vocab, decode_steps=2, occlusion_fractions=(0.0, 0.5)).run(
+            run.datamodule.test_dataloader(), max_batches=2
+        )
+        for module in (run.module, fresh)
+    ]
+    trained, untrained = results
+    assert trained["world_model"]["nll_per_token"] < 0.5 * untrained["world_model"]["nll_per_token"]
+    assert trained["policy"]["accuracy"] > untrained["policy"]["accuracy"]
+    assert trained["mission"]["token_accuracy"] > untrained["mission"]["token_accuracy"]
+    for task in ("policy", "world_model", "inverse", "mission", "inpainting"):
+        assert task in trained
+
+
+def test_eval_command_writes_table_metrics_and_figures(trained_run, tmp_path: Path) -> None:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    common = [
+        sys.executable, "-m", "anyorder.evaluate", f"ckpt_path={trained_run.checkpoint}",
+        f"paths.data_dir={trained_run.spec.root}", "eval.num_episodes=8", "eval.num_envs=8",
+        "eval.test_batches=1", "eval.occlusion_fractions=[0.0,0.5]", "eval.progress=false",
+    ]  # fmt: skip
+    result = subprocess.run(
+        [*common, f"hydra.run.dir={tmp_path / 'eval'}", "eval.render=true", "eval.render_episodes=1"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "success rate" in result.stdout and "95% CI" in result.stdout
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == {"policy", "world_model", "inverse", "mission", "inpainting",
+                                     "robustness_action_accuracy"}  # fmt: skip
+    assert 0 <= metrics["success_ci95"][0] <= metrics["success_rate"] <= metrics["success_ci95"][1] <= 1
+    figures = tmp_path / "eval" / "figures"
+    assert (figures / "robustness.png").is_file() and list(figures.glob("world_model_*.png"))
+    assert list(figures.glob("rollout_seed*.gif"))
+
+    overlap = subprocess.run([*common, "eval.seed_start=0"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert overlap.returncode == 2 and "Traceback" not in overlap.stderr
+    assert "error: eval.seed_start" in overlap.stderr
