@@ -42,9 +42,8 @@ def main() -> None:
         timings[label] = len(result.lengths) / elapsed
         steps = sum(result.lengths)
         print(f"{label:>14}: {timings[label]:7.2f} episodes/s  ({steps} env steps in {elapsed:.1f} s, envs={envs})")
-    print(
-        f"threads={torch.get_num_threads()} window={datamodule.tokenizer.window} seq_len={datamodule.tokenizer.sequence_length}"
-    )
+    tokenizer = datamodule.tokenizer
+    print(f"threads={torch.get_num_threads()} window={tokenizer.window} seq_len={tokenizer.sequence_length}")
     print(f"         ratio: {timings['batched'] / timings['one at a time']:7.2f}x   (target >= 5x)")
 
 
