@@ -23,12 +23,20 @@ from anyorder.naming import register_resolvers
 LOGGED_GROUPS = ("data", "model", "masking", "seed")
 
 
+# Settings of a model family that several nodes read by interpolation (the backbone, the text
+# vocabulary): `model.path=... model.lora.r=16` on the command line; not module arguments.
+MODEL_FAMILY_SETTINGS = ("path", "trust_remote_code", "lora")
+
+
 def build_module(cfg: DictConfig, datamodule: TrajectoryDataModule) -> AnyOrderModule:
     """The model node, completed with what only the tokenizer knows (vocabulary, length)."""
     tokenizer = datamodule.tokenizer
     vocabulary = tokenizer.vocabulary
+    node = OmegaConf.to_container(cfg.model, resolve=True)
+    for key in MODEL_FAMILY_SETTINGS:
+        node.pop(key, None)
     return instantiate(
-        cfg.model,
+        node,
         backbone={"vocab_size": vocabulary.size, "max_length": tokenizer.sequence_length},
         mask_token_id=vocabulary.mask_id,
         action_token_ids=[int(i) for i in vocabulary.action_ids],
@@ -46,6 +54,11 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
     return str(path)
 
 
+def global_batch_size(per_device: int, trainer: L.Trainer) -> int:
+    """Windows per optimizer step, derived once: per-device batch x devices (all nodes) x accumulation."""
+    return per_device * trainer.world_size * trainer.accumulate_grad_batches
+
+
 def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final logged metrics."""
     L.seed_everything(cfg.seed, workers=True)
@@ -57,13 +70,18 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     logger = instantiate(cfg.logger)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
-    if logger is not None:
-        logger.log_hyperparams(
-            {
-                key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-                for key in LOGGED_GROUPS
-            }
+    batch = global_batch_size(datamodule.batch_size, trainer)
+    if trainer.is_global_zero:
+        print(
+            f"global batch: {batch} windows = {datamodule.batch_size} per device x {trainer.world_size} devices"
+            f" x {trainer.accumulate_grad_batches} accumulation steps"
         )
+    if logger is not None:
+        hyperparameters = {
+            key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+            for key in LOGGED_GROUPS
+        }
+        logger.log_hyperparams({**hyperparameters, "global_batch_size": batch})
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     if trainer.is_global_zero:

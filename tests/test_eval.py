@@ -189,6 +189,14 @@ def test_eval_command_writes_table_metrics_and_figures(trained_run, tmp_path: Pa
     assert (figures / "robustness.png").is_file() and list(figures.glob("world_model_*.png"))
     assert list(figures.glob("rollout_seed*.gif"))
 
+    transfer = subprocess.run(
+        [*common, f"hydra.run.dir={tmp_path / 'transfer'}", "eval.level=BabyAI-GoToLocal-v0", "eval.num_episodes=4"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert transfer.returncode == 0, transfer.stderr[-3000:]
+    moved = json.loads((tmp_path / "transfer" / "metrics.json").read_text())
+    assert moved["level"] == "BabyAI-GoToLocal-v0" and moved["trained_level"] == LEVEL
+
     overlap = subprocess.run([*common, "eval.seed_start=0"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert overlap.returncode == 2 and "Traceback" not in overlap.stderr
     assert "error: eval.seed_start" in overlap.stderr

@@ -127,3 +127,11 @@ def test_resume_without_checkpoint_is_an_error_naming_the_file(compose_train) ->
     cfg = compose_train(*SMALL, "ckpt_path=last")
     with pytest.raises(DataError, match=r"last\.ckpt"):
         train(cfg)
+
+
+def test_global_batch_size_is_per_device_times_devices_times_accumulation(compose_train) -> None:
+    from anyorder.train import global_batch_size
+
+    cfg = compose_train("strategy=ddp_spawn", "trainer.devices=2", "+trainer.accumulate_grad_batches=3")
+    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    assert global_batch_size(32, trainer) == 32 * 2 * 3

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from minigrid.core.actions import Actions
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+
+from anyorder.errors import ConfigError, DataError
 
 NONE = "none"
 SPECIALS = ("[PAD]", "[MASK]", "[BOS]", "[SEP]", "[UNK]")
@@ -105,3 +109,80 @@ class Vocabulary:
             action_ids=action_ids,
             word_ids={word: int(i) for word, i in zip(MISSION_WORDS, words, strict=True)},
         )
+
+
+def load_text_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
+    """The LLM's own tokenizer from a local directory (never a hub download)."""
+    from transformers import AutoTokenizer
+
+    from anyorder.models.backbones import check_model_directory
+
+    directory = check_model_directory(path)
+    try:
+        return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise DataError(directory, f"cannot load a tokenizer from it ({str(error).splitlines()[0]})") from None
+
+
+def single_token_ids(tokenizer: Any, words: list[str] | tuple[str, ...]) -> dict[str, int]:
+    """Each word's one token id (as it appears mid-sentence, after a space); several offenders are named together."""
+    ids, offenders = {}, []
+    unknown = tokenizer.unk_token_id
+    for word in dict.fromkeys(words):
+        encoded = tokenizer.encode(" " + word, add_special_tokens=False)
+        if len(encoded) != 1:
+            encoded = tokenizer.encode(word, add_special_tokens=False)
+        if len(encoded) == 1 and (unknown is None or encoded[0] != unknown):
+            ids[word] = int(encoded[0])
+        else:
+            offenders.append(f"{word!r} -> {'the unknown token' if len(encoded) == 1 else f'{len(encoded)} tokens'}")
+    if offenders:
+        raise ConfigError(
+            "vocabulary",
+            "the text vocabulary needs one token per word, but the model's tokenizer splits " + ", ".join(offenders),
+        )
+    return ids
+
+
+def text_vocabulary(path: str | Path, trust_remote_code: bool = False) -> Vocabulary:
+    """Ids of a pretrained LLM's own tokenizer: every value is a word that is exactly one token.
+
+    The mask id is the model's own mask token (LLaDA2.0: ``<|mask|>``); padding, BOS and SEP
+    are the tokenizer's pad/bos/sep tokens where it has them.
+    """
+    tokenizer = load_text_tokenizer(path, trust_remote_code)
+    if tokenizer.mask_token_id is None:
+        raise ConfigError("vocabulary", f"the tokenizer in {path} has no mask token (a masked-diffusion LM needs one)")
+    objects, colors, states = _names(OBJECT_TO_IDX), _names(COLOR_TO_IDX), _names(STATE_TO_IDX)
+    words = single_token_ids(
+        tokenizer, [*objects, *colors, *states, NONE, *DIRECTION_NAMES, *ACTION_NAMES, *MISSION_WORDS]
+    )
+    specials = [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.sep_token_id, tokenizer.eos_token_id]
+    fallback = next(i for i in [*specials, tokenizer.mask_token_id] if i is not None)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else fallback
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else fallback
+    sep = next((i for i in (tokenizer.sep_token_id, tokenizer.eos_token_id) if i is not None), fallback)
+    unk = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else pad
+    size = max(len(tokenizer), max(words.values()) + 1)
+    tokens = [""] * size
+    for token, index in tokenizer.get_vocab().items():
+        if index < size:
+            tokens[index] = token
+    for word, index in words.items():
+        tokens[index] = word  # decoding reads words back through this table
+    return Vocabulary(
+        tokens=tokens,
+        pad_id=int(pad),
+        mask_id=int(tokenizer.mask_token_id),
+        bos_id=int(bos),
+        sep_id=int(sep),
+        unk_id=int(unk),
+        object_ids=np.array([words[n] for n in objects], dtype=np.int64),
+        color_ids=np.array([words[n] for n in colors], dtype=np.int64),
+        color_none_id=words[NONE],
+        state_ids=np.array([words[n] for n in states], dtype=np.int64),
+        state_none_id=words[NONE],
+        direction_ids=np.array([words[n] for n in DIRECTION_NAMES], dtype=np.int64),
+        action_ids=np.array([words[n] for n in ACTION_NAMES], dtype=np.int64),
+        word_ids={w: words[w] for w in MISSION_WORDS},
+    )

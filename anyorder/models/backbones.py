@@ -8,11 +8,14 @@ pretrained backbones (LLaDA2.0-mini, any local HF model) plug in behind the same
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import nn
-from transformers import BertConfig, BertForMaskedLM, PreTrainedModel
+from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreTrainedModel
 
-from anyorder.errors import ConfigError
+from anyorder.errors import ConfigError, DataError
 
 
 class Backbone(nn.Module):
@@ -24,7 +27,7 @@ class Backbone(nn.Module):
 
     @property
     def vocab_size(self) -> int:
-        return int(self.model.config.vocab_size)
+        return int(self.model.get_input_embeddings().num_embeddings)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask.long()).logits
@@ -56,3 +59,67 @@ def tiny_bidirectional(
         attn_implementation=attn_implementation,
     )
     return Backbone(BertForMaskedLM(config))
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
+
+
+def check_model_directory(path: str | Path) -> Path:
+    """A local HF checkpoint directory, or one error saying what is missing and where."""
+    directory = Path(path)
+    wanted = "config.json, the weights (*.safetensors) and the tokenizer files"
+    if not directory.is_dir():
+        raise DataError(directory, f"model directory not found; put the checkpoint there ({wanted})")
+    missing = []
+    if not (directory / "config.json").is_file():
+        missing.append("config.json")
+    if not any(any(directory.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        missing.append("weights (*.safetensors or pytorch_model*.bin)")
+    if missing:
+        raise DataError(directory, f"incomplete model directory: no {' and no '.join(missing)} (it must hold {wanted})")
+    return directory
+
+
+def pretrained(
+    path: str | Path,
+    model_class: type = AutoModelForMaskedLM,
+    trust_remote_code: bool = False,
+    dtype: str = "bfloat16",
+    gradient_checkpointing: bool = False,
+    lora: dict[str, Any] | None = None,
+    vocab_size: int | None = None,
+    max_length: int | None = None,
+) -> Backbone:
+    """Any local HF model whose forward takes ``input_ids`` (+ ``attention_mask``) and returns logits.
+
+    ``model_class`` picks the auto class (masked LM for LLaDA-style models, causal LM for
+    others); ``trust_remote_code`` runs modeling code shipped with the checkpoint (LLaDA2.0)
+    and is only ever set by the user. ``lora`` with ``r > 0`` wraps the model with peft LoRA
+    adapters (all linear layers by default), freezing the base weights.
+    """
+    directory = check_model_directory(path)
+    try:
+        model = model_class.from_pretrained(
+            str(directory), trust_remote_code=trust_remote_code, dtype=getattr(torch, dtype), local_files_only=True
+        )
+    except ValueError as error:
+        hint = (
+            " (set model.trust_remote_code=true for checkpoints that ship their own code)"
+            if "trust_remote_code" in str(error)
+            else ""
+        )
+        raise DataError(directory, f"cannot load the model: {str(error).splitlines()[0]}{hint}") from None
+    size = model.get_input_embeddings().num_embeddings
+    if vocab_size is not None and vocab_size > size:
+        raise ConfigError("vocab_size", f"the vocabulary needs {vocab_size} ids but the model embeds only {size}")
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if max_length is not None and limit is not None and max_length > limit:
+        raise ConfigError("max_length", f"windows are {max_length} tokens, the model takes at most {limit}")
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if lora and lora.get("r", 0) > 0:
+        from peft import LoraConfig, get_peft_model
+
+        settings = {"lora_alpha": 2 * lora["r"], "lora_dropout": 0.05, "target_modules": "all-linear", **lora}
+        model = get_peft_model(model, LoraConfig(**settings))
+    return Backbone(model)

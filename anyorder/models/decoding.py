@@ -49,11 +49,14 @@ def iterative_unmask(
         raise ValueError(f"decoding needs at least one round, got {steps}")
     ids = input_ids.masked_fill(query, mask_id)
     remaining = query.clone()
-    allowed = allowed.to(ids.device)[kind]
+    allowed = allowed.to(ids.device)
     for round_index in range(steps):
         if not remaining.any():
             break
-        logits = logits_fn(ids).float().masked_fill(~allowed, float("-inf"))
+        logits = logits_fn(ids).float()
+        if logits.shape[-1] > allowed.shape[-1]:  # a pretrained model's embedding table may be padded
+            allowed = torch.nn.functional.pad(allowed, (0, logits.shape[-1] - allowed.shape[-1]))
+        logits = logits.masked_fill(~allowed[kind], float("-inf"))
         confidence, prediction = logits.softmax(dim=-1).max(dim=-1)
         confidence = confidence.masked_fill(~remaining, -1.0)
         share = torch.ceil(remaining.sum(dim=1) / (steps - round_index)).long()
