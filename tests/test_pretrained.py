@@ -48,7 +48,7 @@ def test_words_that_are_not_one_token_are_named(tmp_path: Path) -> None:
 
 
 def test_a_missing_model_directory_says_what_it_must_contain(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="config.json") as error:
+    with pytest.raises(DataError, match=r"config\.json") as error:
         text_vocabulary(tmp_path / "LLaDA2.0-mini-preview")
     assert error.value.path == tmp_path / "LLaDA2.0-mini-preview"
     save_tokenizer(tmp_path)  # tokenizer but no weights
