@@ -36,6 +36,12 @@ class DataError(AnyorderError):
         super().__init__(f"{path}: {message}")
 
 
+def require_at_least(field: str, value: float, minimum: float) -> None:
+    """The most common setting check, with the one wording every such error uses."""
+    if value < minimum:
+        raise ConfigError(field, f"must be >= {minimum}, got {value}")
+
+
 _FULL_KEY = re.compile(r"full_key: (\S+)")
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
 from anyorder.data.episodes import read_meta
-from anyorder.errors import ConfigError, report_errors
+from anyorder.errors import report_errors, require_at_least
 from anyorder.eval.checkpoint import TrainedRun, load_trained
 from anyorder.eval.metrics import area_under_curve, wilson_interval
 from anyorder.eval.rollout import BotPolicy, ModelPolicy, run_rollouts
@@ -71,8 +71,7 @@ def world_model_pictures(run: TrainedRun, evaluator: TaskEvaluator, count: int =
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     settings = cfg.eval
-    if settings.num_episodes < 1:
-        raise ConfigError("eval.num_episodes", f"must be >= 1, got {settings.num_episodes}")
+    require_at_least("eval.num_episodes", settings.num_episodes, 1)
     torch.manual_seed(settings.seed)
     run = load_trained(cfg.ckpt_path, cfg.paths.data_dir, settings.device)
     run.datamodule.prepare_data()

@@ -23,7 +23,7 @@ from anyorder.data.generate import DatasetSpec, generate_dataset
 from anyorder.data.layout import STEP_LENGTH
 from anyorder.data.tokenizer import TokenBatch, TrajectoryTokenizer
 from anyorder.data.vocabulary import Vocabulary
-from anyorder.errors import ConfigError, DataError
+from anyorder.errors import DataError, require_at_least
 
 
 @dataclass(frozen=True)
@@ -177,10 +177,8 @@ class TrajectoryDataModule(L.LightningDataModule):
         vocabulary: Vocabulary | None = None,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
-        if loader_workers < 0:
-            raise ConfigError("loader_workers", f"must be >= 0, got {loader_workers}")
+        require_at_least("batch_size", batch_size, 1)
+        require_at_least("loader_workers", loader_workers, 0)
         self.spec = DatasetSpec(
             level=level,
             num_episodes=num_episodes,

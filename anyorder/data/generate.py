@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from anyorder.data.episodes import FORMAT_VERSION, Episode, read_table, write_meta, write_shard
-from anyorder.errors import ConfigError
+from anyorder.errors import ConfigError, require_at_least
 
 SPLITS = ("train", "val", "test")
 SEED_STRIDE = 10_000_000  # dataset seed s draws episode seeds from [s * stride, (s + 1) * stride)
@@ -54,8 +54,7 @@ class DatasetSpec:
         for name in ("val_fraction", "test_fraction"):
             if not 0 < getattr(self, name) < 0.5:
                 raise ConfigError(name, f"must be in (0, 0.5), got {getattr(self, name)}")
-        if self.shard_size < 1:
-            raise ConfigError("shard_size", f"must be >= 1, got {self.shard_size}")
+        require_at_least("shard_size", self.shard_size, 1)
 
     @property
     def directory(self) -> Path:
@@ -131,8 +130,7 @@ def _shard_is_complete(path: Path, expected_rows: int) -> bool:
 
 def generate_dataset(spec: DatasetSpec, num_workers: int = 1, progress: bool = True) -> Path:
     """Generate (or finish generating) ``spec``'s dataset; returns its directory."""
-    if num_workers < 1:
-        raise ConfigError("num_workers", f"must be >= 1, got {num_workers}")
+    require_at_least("num_workers", num_workers, 1)
     directory = spec.directory
     directory.mkdir(parents=True, exist_ok=True)
     tasks: list[tuple[Path, list[int]]] = []

@@ -16,7 +16,7 @@ from minigrid.core.constants import OBJECT_TO_IDX
 
 from anyorder.data.layout import ATTRIBUTES_PER_CELL, NUM_CELLS, STEP_LENGTH, VIEW_SIZE, Layout, TokenKind
 from anyorder.data.vocabulary import Vocabulary, join_mission, split_mission
-from anyorder.errors import ConfigError, DataError
+from anyorder.errors import ConfigError, DataError, require_at_least
 
 _UNSEEN = OBJECT_TO_IDX["unseen"]
 _EMPTY = OBJECT_TO_IDX["empty"]
@@ -41,10 +41,8 @@ class TrajectoryTokenizer:
     """Turns (mission, observations, directions, actions) into windows of ``window`` steps."""
 
     def __init__(self, vocabulary: Vocabulary, window: int, mission_length: int) -> None:
-        if window < 1:
-            raise ConfigError("window", f"must be >= 1, got {window}")
-        if mission_length < 1:
-            raise ConfigError("mission_length", f"must be >= 1, got {mission_length}")
+        require_at_least("window", window, 1)
+        require_at_least("mission_length", mission_length, 1)
         self.vocabulary = vocabulary
         self.window = window
         self.mission_length = mission_length

@@ -6,7 +6,7 @@ import lightning as L
 import numpy as np
 
 from anyorder.data.generate import SEED_STRIDE
-from anyorder.errors import ConfigError
+from anyorder.errors import require_at_least
 from anyorder.eval.metrics import wilson_interval
 from anyorder.eval.rollout import ModelPolicy, run_rollouts
 from anyorder.eval.seeds import HELD_OUT_OFFSET
@@ -18,10 +18,8 @@ class ClosedLoopEvalCallback(L.Callback):
     def __init__(
         self, every_n_val_epochs: int = 1, num_episodes: int = 16, num_envs: int = 16, temperature: float = 1.0
     ) -> None:
-        if every_n_val_epochs < 1:
-            raise ConfigError("every_n_val_epochs", f"must be >= 1, got {every_n_val_epochs}")
-        if num_episodes < 1:
-            raise ConfigError("num_episodes", f"must be >= 1, got {num_episodes}")
+        require_at_least("every_n_val_epochs", every_n_val_epochs, 1)
+        require_at_least("num_episodes", num_episodes, 1)
         self.every = every_n_val_epochs
         self.num_episodes = num_episodes
         self.num_envs = num_envs

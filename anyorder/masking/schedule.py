@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 
-from anyorder.errors import ConfigError
+from anyorder.errors import ConfigError, require_at_least
 
 
 class Schedule(ABC):
@@ -29,10 +29,8 @@ class _Ramp(Schedule):
     def __init__(self, start: float = 0.1, steps: int = 1000, warmup_steps: int = 0) -> None:
         if not 0 < start <= 1:
             raise ConfigError("start", f"must be in (0, 1], got {start}")
-        if steps < 1:
-            raise ConfigError("steps", f"must be >= 1, got {steps}")
-        if warmup_steps < 0:
-            raise ConfigError("warmup_steps", f"must be >= 0, got {warmup_steps}")
+        require_at_least("steps", steps, 1)
+        require_at_least("warmup_steps", warmup_steps, 0)
         self.start, self.steps, self.warmup_steps = start, steps, warmup_steps
 
     def __call__(self, step: int) -> float:
