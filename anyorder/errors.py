@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from omegaconf.errors import MissingMandatoryValue
+
 
 class AnyorderError(Exception):
     """Base class of errors that are the user's to fix, reported without a traceback."""
@@ -63,6 +65,9 @@ def describe(error: BaseException) -> str | None:
             return f"{field}: {current.message}"
         if isinstance(current, AnyorderError):
             return str(current)
+        if isinstance(current, MissingMandatoryValue):
+            key = getattr(current, "full_key", None) or "a setting"
+            return f"{key}: missing value; give it on the command line, e.g. {key}=<value>"
         current = current.__cause__ or current.__context__
     return None
 

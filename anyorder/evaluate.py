@@ -59,7 +59,7 @@ def world_model_pictures(run: TrainedRun, evaluator: TaskEvaluator, count: int =
     """True (left) and predicted (right) last observation of a few held-out windows."""
     batch = next(iter(run.datamodule.test_dataloader()))
     batch = {key: value[:count].to(run.module.device) for key, value in batch.items()}
-    decoded = evaluator._decode(batch, world_model_query(batch))
+    decoded = evaluator.decode(batch, world_model_query(batch))
     tokenizer = run.datamodule.tokenizer
     pictures = []
     for index in range(decoded.shape[0]):

@@ -66,6 +66,14 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, data_root: Path, overrides:
         assert len([ln for ln in result.stderr.splitlines() if ln.startswith("error:")]) == 1
 
 
+def test_eval_without_a_checkpoint_is_one_line(tmp_path: Path) -> None:
+    result = run("anyorder.evaluate", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: ckpt_path: missing value; give it on the command line, e.g. ckpt_path=<value>"
+    ]
+
+
 def test_sweep_runs_every_job_in_its_own_directory(tmp_path: Path, data_root: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run(

@@ -108,7 +108,8 @@ class TaskEvaluator:
         target = (batch["input_ids"][query][:, None] == self.module.action_ids[None]).float().argmax(dim=1)
         return logits.argmax(dim=1), target
 
-    def _decode(self, batch: TokenBatch, query: torch.Tensor) -> torch.Tensor:
+    def decode(self, batch: TokenBatch, query: torch.Tensor) -> torch.Tensor:
+        """Ids with the ``query`` positions decoded by iterative unmasking, constrained by kind."""
         return iterative_unmask(
             lambda ids: self.module.backbone(ids, batch["attention_mask"]),
             batch["input_ids"],
@@ -137,10 +138,10 @@ class TaskEvaluator:
         self.world_nll.update(nll)
         cells = query & _isin(kind, CELL_KINDS)
         self.world_cell_nll.update(nll[_isin(kind[scored], CELL_KINDS)].view(-1, 3).sum(dim=1))
-        self.world_cells.update(self._decode(batch, query), targets, cells, cell_units(batch))
+        self.world_cells.update(self.decode(batch, query), targets, cells, cell_units(batch))
 
         query = mission_query(batch)
-        decoded = self._decode(batch, query)
+        decoded = self.decode(batch, query)
         right = (decoded == targets) | ~query
         self.mission_tokens.update((decoded == targets)[query].float())
         self.mission_exact.update(right.all(dim=1).float())
@@ -149,7 +150,7 @@ class TaskEvaluator:
         query = hide_cells(batch, self.inpaint_fraction, self.unseen_id, last_step(batch), self.generator)
         if query.any():
             self.inpaint_nll.update(token_nll(self.module(batch, query), targets, query))
-            self.inpaint_cells.update(self._decode(batch, query), targets, query, cell_units(batch))
+            self.inpaint_cells.update(self.decode(batch, query), targets, query, cell_units(batch))
 
         every_step = batch["step"] >= 0
         for fraction, metric in self.robust.items():
