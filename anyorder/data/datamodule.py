@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from anyorder.data.episodes import read_meta, read_table
+from anyorder.data.episodes import episodes_from_table, read_meta, read_table
 from anyorder.data.generate import DatasetSpec, generate_dataset
 from anyorder.data.layout import STEP_LENGTH
 from anyorder.data.tokenizer import TokenBatch, TrajectoryTokenizer
@@ -77,19 +77,13 @@ def load_episode_table(
 
     steps, missions, seeds, lengths = [], [], [], []
     for shard_id in np.unique(mine[:, 0]):
-        rows = mine[mine[:, 0] == shard_id, 1]
         path = directory / shards[shard_id]
-        table = read_table(path).take(rows).to_pydict()
-        for i, row in enumerate(rows):
-            count = table["num_steps"][i]
-            blob = table["observations"][i]
-            if len(blob) != count * 7 * 7 * 3 or len(table["actions"][i]) != count:
-                raise DataError(path, f"episode in row {row} has inconsistent lengths")
-            observations = np.frombuffer(blob, dtype=np.uint8).reshape(count, 7, 7, 3)
-            steps.append(tokenizer.encode_steps(observations, table["directions"][i], table["actions"][i]))
-            missions.append(tokenizer.encode_mission(table["mission"][i]))
-            seeds.append(table["seed"][i])
-            lengths.append(count)
+        rows = mine[mine[:, 0] == shard_id, 1]
+        for episode in episodes_from_table(read_table(path).take(rows), path):
+            steps.append(tokenizer.encode_steps(episode.observations, episode.directions, episode.actions))
+            missions.append(tokenizer.encode_mission(episode.mission))
+            seeds.append(episode.seed)
+            lengths.append(episode.num_steps)
     lengths_array = np.asarray(lengths, dtype=np.int64)
     table = EpisodeTable(
         steps=np.concatenate(steps).astype(np.int32),

@@ -111,28 +111,33 @@ def read_table(path: Path, columns: Iterable[str] | None = None) -> pa.Table:
     return table
 
 
-def read_shard(path: Path) -> list[Episode]:
-    """All episodes of a shard, with observations checked against their step counts."""
-    table = read_table(path).to_pydict()
+def episodes_from_table(table: pa.Table, path: Path) -> list[Episode]:
+    """The rows of (a selection of) a shard as episodes, observations checked against step counts."""
+    columns = table.to_pydict()
     episodes = []
-    for row in range(len(table["seed"])):
-        steps = table["num_steps"][row]
-        blob = table["observations"][row]
-        if len(blob) != steps * int(np.prod(OBS_SHAPE)) or len(table["actions"][row]) != steps:
-            raise DataError(path, f"episode in row {row} has inconsistent lengths")
+    for row in range(table.num_rows):
+        steps = columns["num_steps"][row]
+        blob = columns["observations"][row]
+        if len(blob) != steps * int(np.prod(OBS_SHAPE)) or len(columns["actions"][row]) != steps:
+            raise DataError(path, f"episode of seed {columns['seed'][row]} has inconsistent lengths")
         episodes.append(
             Episode(
-                env_id=table["env_id"][row],
-                seed=table["seed"][row],
-                mission=table["mission"][row],
+                env_id=columns["env_id"][row],
+                seed=columns["seed"][row],
+                mission=columns["mission"][row],
                 observations=np.frombuffer(blob, dtype=np.uint8).reshape(steps, *OBS_SHAPE),
-                directions=np.asarray(table["directions"][row], dtype=np.int8),
-                actions=np.asarray(table["actions"][row], dtype=np.int8),
-                rewards=np.asarray(table["rewards"][row], dtype=np.float32),
-                success=table["success"][row],
+                directions=np.asarray(columns["directions"][row], dtype=np.int8),
+                actions=np.asarray(columns["actions"][row], dtype=np.int8),
+                rewards=np.asarray(columns["rewards"][row], dtype=np.float32),
+                success=columns["success"][row],
             )
         )
     return episodes
+
+
+def read_shard(path: Path) -> list[Episode]:
+    """All episodes of a shard."""
+    return episodes_from_table(read_table(path), path)
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:
