@@ -1,0 +1,133 @@
+"""Read a sweep directory back: one row per evaluated job, one table row per strategy.
+
+A job directory holds ``job.json`` (what was trained, written by ``anyorder-sweep`` once the
+job finished) and ``eval/metrics.json`` (what ``anyorder-eval`` measured). The notebook
+``notebooks/strategy_sweep.ipynb`` draws from the same functions as the CLI's table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from anyorder.errors import DataError
+from anyorder.eval.metrics import wilson_interval
+
+JOB_FILE = "job.json"
+TABLE_KEYS = ["level", "strategy", "prob"]
+
+
+def job_row(job_dir: Path) -> dict:
+    """The flat record of one finished job: its settings and its headline metrics."""
+    job = json.loads((job_dir / JOB_FILE).read_text())
+    metrics_path = job_dir / "eval" / "metrics.json"
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DataError(metrics_path, f"unreadable evaluation result ({error})") from error
+    tasks, robustness = metrics["tasks"], metrics["robustness"]
+    episodes = metrics["seeds"][1] - metrics["seeds"][0]
+    return {
+        "level": job["level"],
+        "strategy": job["strategy"],
+        "prob": job["prob"],
+        "seed": job["seed"],
+        "train_seconds": job["train_seconds"],
+        "episodes": episodes,
+        "successes": round(metrics["success_rate"] * episodes),
+        "success_rate": metrics["success_rate"],
+        "mean_episode_length": metrics["mean_episode_length"],
+        "world_model_nll": tasks["world_model"]["nll_per_token"],
+        "world_model_nll_per_cell": tasks["world_model"]["nll_per_cell"],
+        "action_accuracy": tasks["policy"]["accuracy"],
+        "robustness_area": robustness["success_area"],
+        "robustness_fractions": robustness["fractions"],
+        "robustness_success": robustness["success_rate"],
+        "job_dir": str(job_dir),
+    }
+
+
+def load_jobs(sweep_dir: str | Path) -> pd.DataFrame:
+    """Every finished job of a sweep, one row each (sorted by level, strategy, prob, seed)."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise DataError(root, "sweep directory not found")
+    rows = [job_row(path.parent) for path in sorted(root.rglob(JOB_FILE))]
+    if not rows:
+        raise DataError(root, f"no finished jobs (no {JOB_FILE} below it); run anyorder-sweep first")
+    frame = pd.DataFrame(rows)
+    return frame.sort_values([*TABLE_KEYS, "seed"], na_position="first").reset_index(drop=True)
+
+
+def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
+    """One row per level x strategy x prob: means over seeds; the success CI pools all episodes."""
+    rows = []
+    for (level, strategy, prob), group in jobs.groupby(TABLE_KEYS, dropna=False, sort=False):
+        low, high = wilson_interval(int(group["successes"].sum()), int(group["episodes"].sum()))
+        rows.append(
+            {
+                "level": level,
+                "strategy": strategy,
+                "prob": prob,
+                "seeds": len(group),
+                "success_rate": group["success_rate"].mean(),
+                "success_ci95_low": low,
+                "success_ci95_high": high,
+                "success_seed_std": group["success_rate"].std(ddof=1) if len(group) > 1 else float("nan"),
+                "world_model_nll": group["world_model_nll"].mean(),
+                "action_accuracy": group["action_accuracy"].mean(),
+                "robustness_area": group["robustness_area"].mean(),
+                "train_minutes": group["train_seconds"].mean() / 60,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The table as GitHub Markdown, one section per level."""
+    lines = []
+    for level, rows in summary.groupby("level", sort=False):
+        lines += [
+            f"### {level}",
+            "",
+            "| strategy | prob | seeds | success [95% CI] | WM NLL/token | action acc | robustness area | train min |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in rows.itertuples():
+            prob = "U(ε,1)" if pd.isna(row.prob) else f"{row.prob:g}"
+            lines.append(
+                f"| {row.strategy} | {prob} | {row.seeds} | {row.success_rate:.3f}"
+                f" [{row.success_ci95_low:.3f}, {row.success_ci95_high:.3f}] | {row.world_model_nll:.3f}"
+                f" | {row.action_accuracy:.3f} | {row.robustness_area:.3f} | {row.train_minutes:.1f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_tables(sweep_dir: str | Path) -> tuple[Path, Path]:
+    """``results.csv`` and ``results.md`` in the sweep directory, from its finished jobs."""
+    root = Path(sweep_dir)
+    summary = summarize(load_jobs(root))
+    csv_path, markdown_path = root / "results.csv", root / "results.md"
+    summary.to_csv(csv_path, index=False, float_format="%.4f")
+    markdown_path.write_text(markdown_table(summary))
+    return csv_path, markdown_path
+
+
+def training_curves(sweep_dir: str | Path, tag: str = "eval/success_rate") -> pd.DataFrame:
+    """One TensorBoard scalar of every job's training run: columns job, step, value."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rows = []
+    for job_file in sorted(Path(sweep_dir).rglob(JOB_FILE)):
+        job_dir = job_file.parent
+        for events in sorted((job_dir / "tensorboard").glob("events.out.tfevents.*")):
+            accumulator = EventAccumulator(str(events))
+            accumulator.Reload()
+            if tag not in accumulator.Tags()["scalars"]:
+                continue
+            name = str(job_dir.relative_to(sweep_dir))
+            rows += [{"job": name, "step": e.step, "value": e.value} for e in accumulator.Scalars(tag)]
+    return pd.DataFrame(rows, columns=["job", "step", "value"])
