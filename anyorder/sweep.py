@@ -1,7 +1,7 @@
 """``anyorder-sweep``: the masking-strategy table in one command.
 
     anyorder-sweep                                       # every strategy x prob x seed x level
-    anyorder-sweep sweep.seeds=[0] 'sweep.train=[trainer.max_steps=200]'
+    anyorder-sweep sweep.seeds=[0] 'sweep.train=["trainer.max_steps=200"]'   # each override quoted
     anyorder-sweep hydra.run.dir=multirun/sweep/<time>   # resume: finished jobs are skipped
 
 Each job is ``anyorder-train`` then ``anyorder-eval`` in a child process, in its own
