@@ -50,6 +50,14 @@ def test_failed_write_leaves_no_shard(tmp_path: Path, monkeypatch: pytest.Monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_written_shard_has_the_umask_permissions_not_mkstemps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset in a shared directory must be readable by the group, as ``open`` would make it."""
+    monkeypatch.setattr(episodes_module, "_UMASK", 0o022)
+    path = tmp_path / "train-00000.parquet"
+    write_shard(path, [make_episode(0)])
+    assert path.stat().st_mode & 0o777 == 0o644  # mkstemp alone leaves 0o600
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [(None, "missing"), (b"", "empty"), (b"this is not parquet at all", "corrupt")],

@@ -60,13 +60,27 @@ class Episode:
         return len(self.actions)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``; the temp file is removed on failure."""
+    """Call ``write(tmp_path)`` then rename onto ``path``; the temp file is removed on failure.
+
+    The file gets the permissions a plain ``open`` would give it (0666 less the umask), not
+    mkstemp's private 0600, so a dataset or checkpoint in a shared directory stays readable.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
