@@ -44,11 +44,14 @@ def build_module(cfg: DictConfig, datamodule: TrajectoryDataModule) -> AnyOrderM
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """``last`` means this run directory's last.ckpt; a missing checkpoint is an error, not a fresh start."""
+    """``last`` means this run directory's last.ckpt; a missing checkpoint is an error, not a fresh start.
+
+    A checkpoint is a file, or a directory where FSDP saved a sharded state dict.
+    """
     if ckpt_path is None:
         return None
     path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if not path.is_file():
+    if not path.exists():
         hint = " (resume needs the killed run's directory: hydra.run.dir=<that dir>)" if ckpt_path == "last" else ""
         raise DataError(path, f"checkpoint not found{hint}")
     return str(path)

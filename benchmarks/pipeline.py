@@ -5,6 +5,7 @@ forward/backward/AdamW step, run by a Lightning Trainer. Bare backbone: the same
 optimizer on one pre-made, pre-masked batch of the same shape. Target: ratio >= 0.9.
 
     python benchmarks/pipeline.py [--steps 30] [--window 4] [--batch-size 32]
+    python benchmarks/pipeline.py --device cuda --batch-size 256      # bf16 autocast on a GPU
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def pipeline_tokens_per_second(args: argparse.Namespace, data_dir: Path) -> tupl
     datamodule, module, masking = build(args, data_dir)
     timer = StepTimer(args.warmup)
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=args.device,
+        devices=1,
+        precision="bf16-mixed" if args.device == "cuda" else "32-true",
         max_steps=args.warmup + args.steps,
         limit_val_batches=0,
         logger=False,
@@ -84,20 +87,32 @@ def bare_tokens_per_second(args: argparse.Namespace, data_dir: Path) -> float:
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     masking.apply(batch, step=0, generator=torch.Generator().manual_seed(0))
+    device = torch.device(args.device)
+    batch = {key: value.to(device) for key, value in batch.items()}
     inputs = batch["input_ids"].masked_fill(batch["mask"], module.hparams.mask_token_id)
     targets = batch["input_ids"][batch["mask"]]
-    optimizer = torch.optim.AdamW(module.backbone.parameters(), lr=1e-3)
-    backbone = module.backbone.train()
+    backbone = module.backbone.to(device).train()
+    optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-3)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
+            synchronize(device)
             start = time.perf_counter()
-        logits = backbone(inputs, batch["attention_mask"])
-        loss = torch.nn.functional.cross_entropy(logits[batch["mask"]], targets)
+        with autocast:
+            logits = backbone(inputs, batch["attention_mask"])
+        loss = torch.nn.functional.cross_entropy(logits[batch["mask"]].float(), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(backbone.parameters(), 1.0)
         optimizer.step()
+    synchronize(device)
     return args.steps * inputs.numel() / (time.perf_counter() - start)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock intervals measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -110,6 +125,7 @@ def main() -> None:
     parser.add_argument("--loader-workers", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2, help="alternating measurements of each; best kept")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary directory")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: bf16 autocast for both")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 
@@ -121,7 +137,8 @@ def main() -> None:
             pipeline.append(tokens)
             bare.append(bare_tokens_per_second(args, data_dir))
     best_pipeline, best_bare = max(pipeline), max(bare)
-    print(f"threads={torch.get_num_threads()} window={args.window} batch={args.batch_size} seq_len={length}")
+    threads = torch.get_num_threads()
+    print(f"device={args.device} threads={threads} window={args.window} batch={args.batch_size} seq_len={length}")
     print(f"full pipeline : {best_pipeline:10.0f} tokens/s   (runs: {', '.join(f'{t:.0f}' for t in pipeline)})")
     print(f"bare backbone : {best_bare:10.0f} tokens/s   (runs: {', '.join(f'{t:.0f}' for t in bare)})")
     print(f"ratio         : {best_pipeline / best_bare:10.3f}   (target >= 0.9)")

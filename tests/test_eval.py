@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 from minigrid.core.constants import OBJECT_TO_IDX
 
 from anyorder.data.generate import rollout_bot
@@ -146,6 +148,21 @@ def test_trained_policy_beats_a_random_policy(trained_run) -> None:
     chance = run_rollouts(RandomPolicy(), tokenizer, LEVEL, HELD_OUT, num_envs=16)
     print(f"closed-loop success: model {model.success_rate:.3f}, random {chance.success_rate:.3f}")
     assert model.success_rate > chance.success_rate + 0.1, (model.success_rate, chance.success_rate)
+
+
+def test_a_sharded_checkpoint_directory_loads_the_same_weights(trained_run, tmp_path: Path) -> None:
+    """FSDP's sharded state dict is a torch.distributed.checkpoint directory, not a file: the
+    evaluation gathers it (written here in one process, the layout Lightning's FSDPStrategy uses)."""
+    checkpoint = torch.load(trained_run.checkpoint, map_location="cpu", weights_only=False)
+    sharded = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    dcp.save({"model": checkpoint.pop("state_dict")}, checkpoint_id=sharded)
+    torch.save({"global_step": checkpoint["global_step"]}, sharded / "meta.pt")
+    shutil.copytree(trained_run.directory / ".hydra", tmp_path / "run" / ".hydra")
+    from_file = load_trained(trained_run.checkpoint, str(trained_run.spec.root)).module.state_dict()
+    from_directory = load_trained(sharded, str(trained_run.spec.root)).module.state_dict()
+    assert from_file.keys() == from_directory.keys()
+    for key, value in from_file.items():
+        torch.testing.assert_close(from_directory[key], value, rtol=0, atol=0, msg=key)
 
 
 def test_world_model_nll_of_a_trained_model_is_below_a_fresh_one(trained_run) -> None:

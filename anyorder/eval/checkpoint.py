@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from anyorder.data.datamodule import TrajectoryDataModule
 from anyorder.errors import DataError
 from anyorder.models.module import AnyOrderModule
 from anyorder.train import build_module
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The module's state dict from a Lightning checkpoint file, or from the directory that
+    FSDP's sharded state dict writes (a torch.distributed.checkpoint of ``model`` and optimizer
+    states beside ``meta.pt``), gathered into one process so that a sharded run is evaluated
+    on one device with no process group."""
+    if not path.is_dir():
+        return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    with tempfile.TemporaryDirectory() as tmp:
+        gathered = Path(tmp) / "gathered.pt"
+        dcp_to_torch_save(path, gathered)
+        return torch.load(gathered, map_location="cpu", weights_only=True)["model"]
 
 
 @dataclass
@@ -26,7 +41,7 @@ class TrainedRun:
 def load_trained(ckpt_path: str | Path, data_dir: str | None = None, device: str = "cpu") -> TrainedRun:
     """The run's own config (``<run>/.hydra/config.yaml``) defines data and model; weights from the checkpoint."""
     path = Path(ckpt_path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(path, "checkpoint not found")
     config_file = path.resolve().parent.parent / ".hydra" / "config.yaml"
     if not config_file.is_file():
@@ -37,7 +52,7 @@ def load_trained(ckpt_path: str | Path, data_dir: str | None = None, device: str
     datamodule = instantiate(config.data)
     module = build_module(config, datamodule)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        state = read_weights(path)
     except Exception as error:
         raise DataError(path, f"cannot read checkpoint ({type(error).__name__})") from None
     module.load_state_dict(state)

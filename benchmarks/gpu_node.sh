@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Every check that needs a CUDA device, in one go, each step under its own time limit:
+# the GPU tests, the throughput benchmarks, and the embedded default recipe trained on
+# the GPU (bf16) and evaluated there on 200 held-out seeds.
+#
+#   bash benchmarks/gpu_node.sh [OUT_DIR]        # default OUT_DIR: gpu-check
+#
+# Each step's output goes to OUT_DIR/<step>.txt; OUT_DIR/summary.txt has the device and one
+# line per step (exit code, seconds); the evaluation's metrics.json is copied beside them.
+# Data and run directories go to WORK (default: OUT_DIR/work); PYTHON picks the interpreter.
+set -u -o pipefail
+out=${1:-gpu-check}
+work=${WORK:-$out/work}
+mkdir -p "$out" "$work"
+py=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 SDL_VIDEODRIVER=dummy
+
+step() {  # step NAME SECONDS COMMAND...
+    local name=$1 limit=$2 start=$SECONDS
+    shift 2
+    echo "== $name"
+    timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt"
+    echo "$name: exit ${PIPESTATUS[0]} in $((SECONDS - start)) s" | tee -a "$out/summary.txt"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/summary.txt"
+$py -c "import torch, lightning, transformers; print('torch', torch.__version__, 'lightning', lightning.__version__,
+'transformers', transformers.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/summary.txt"
+
+step gpu_tests 180 $py -m pytest -q -m "" -p no:cacheprovider tests/test_gpu.py
+step bench_gpu 60 $py benchmarks/gpu.py --hidden 1024 --layers 24 --batch-size 32
+run="$work/default-run"
+step train_default 180 $py -m anyorder.train trainer=gpu data.num_workers=8 "hydra.run.dir=$run" \
+    "paths.data_dir=$work/data" +trainer.enable_progress_bar=false
+step eval_default 150 $py -m anyorder.evaluate "ckpt_path=$run/checkpoints/last.ckpt" "paths.data_dir=$work/data" \
+    eval.device=cuda eval.num_episodes=200 eval.progress=false "hydra.run.dir=$work/default-eval"
+cp "$work/default-eval/metrics.json" "$out/eval_metrics.json" 2>/dev/null
+step bench_rollout 60 $py benchmarks/rollout.py --device cuda --chunk-size 32
+step bench_pipeline 60 $py benchmarks/pipeline.py --device cuda --batch-size 256 --repeats 1
+cat "$out/summary.txt"
