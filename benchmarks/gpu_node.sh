@@ -27,7 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 $py -c "import torch, lightning, transformers; print('torch', torch.__version__, 'lightning', lightning.__version__,
 'transformers', transformers.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/summary.txt"
 
-step gpu_tests 180 $py -m pytest -q -m "" -p no:cacheprovider tests/test_gpu.py
+step gpu_tests 180 $py -m pytest -q -m "" tests/test_gpu.py
 step bench_gpu 60 $py benchmarks/gpu.py --hidden 1024 --layers 24 --batch-size 32
 run="$work/default-run"
 step train_default 180 $py -m anyorder.train trainer=gpu data.num_workers=8 "hydra.run.dir=$run" \
