@@ -7,7 +7,8 @@
 #
 # Each step's output goes to OUT_DIR/<step>.txt; OUT_DIR/summary.txt has the device and one
 # line per step (exit code, seconds); the evaluation's metrics.json is copied beside them.
-# Data and run directories go to WORK (default: OUT_DIR/work); PYTHON picks the interpreter.
+# Data and run directories go to WORK (default: OUT_DIR/work); PYTHON picks the interpreter;
+# STEPS="gpu_tests eval_default" runs only the steps named (eval_default needs train_default's run).
 set -u -o pipefail
 out=${1:-gpu-check}
 work=${WORK:-$out/work}
@@ -18,6 +19,7 @@ export PYTHONUNBUFFERED=1 SDL_VIDEODRIVER=dummy
 step() {  # step NAME SECONDS COMMAND...
     local name=$1 limit=$2 start=$SECONDS
     shift 2
+    if [[ -n ${STEPS:-} && " $STEPS " != *" $name "* ]]; then return; fi
     echo "== $name"
     timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt"
     echo "$name: exit ${PIPESTATUS[0]} in $((SECONDS - start)) s" | tee -a "$out/summary.txt"
@@ -33,8 +35,9 @@ run="$work/default-run"
 step train_default 180 $py -m anyorder.train trainer=gpu data.num_workers=8 "hydra.run.dir=$run" \
     "paths.data_dir=$work/data" +trainer.enable_progress_bar=false
 step eval_default 150 $py -m anyorder.evaluate "ckpt_path=$run/checkpoints/last.ckpt" "paths.data_dir=$work/data" \
-    eval.device=cuda eval.num_episodes=200 eval.progress=false "hydra.run.dir=$work/default-eval"
+    eval.device=cuda eval.chunk_size=32 eval.num_episodes=200 eval.progress=false "hydra.run.dir=$work/default-eval"
 cp "$work/default-eval/metrics.json" "$out/eval_metrics.json" 2>/dev/null
 step bench_rollout 60 $py benchmarks/rollout.py --device cuda --chunk-size 32
 step bench_pipeline 60 $py benchmarks/pipeline.py --device cuda --batch-size 256 --repeats 1
+step bench_pipeline_workers 60 $py benchmarks/pipeline.py --device cuda --batch-size 256 --repeats 1 --loader-workers 4
 cat "$out/summary.txt"

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 from tqdm.auto import tqdm
 
@@ -65,7 +65,8 @@ def hide_cells(
         .scatter_reduce(1, units.clamp(min=0), objects.float(), reduce="amax")
         .bool()
     )
-    keys = torch.rand(visible.shape, generator=generator, device=visible.device).masked_fill(~visible, 2.0)
+    # drawn on the generator's device (the CPU) and moved: the same cells on every device
+    keys = torch.rand(visible.shape, generator=generator).to(visible.device).masked_fill(~visible, 2.0)
     per_step = keys.view(keys.shape[0], -1, NUM_CELLS)
     count = torch.round(fraction * visible.view_as(per_step).sum(dim=2, keepdim=True))
     rank = per_step.argsort(dim=2).argsort(dim=2)
@@ -101,6 +102,14 @@ class TaskEvaluator:
         self.world_cells = ExactCellAccuracy()
         self.mission_tokens, self.mission_exact, self.mission_nll = MeanMetric(), MeanMetric(), MeanMetric()
         self.inpaint_nll, self.inpaint_cells = MeanMetric(), ExactCellAccuracy()
+        for metric in self.metrics():  # beside the model, which may be on a GPU
+            metric.to(module.device)
+
+    def metrics(self) -> list[Metric]:
+        return [
+            self.policy, self.inverse, *self.robust.values(), self.world_nll, self.world_cell_nll, self.world_cells,
+            self.mission_tokens, self.mission_exact, self.mission_nll, self.inpaint_nll, self.inpaint_cells,
+        ]  # fmt: skip
 
     # -- helpers ----------------------------------------------------------------------------
     def _action_prediction(self, batch: TokenBatch, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

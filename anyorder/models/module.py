@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -118,6 +119,22 @@ class AnyOrderModule(L.LightningModule):
             metric.reset()
 
     # -- optimisation ---------------------------------------------------------------------
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Under FSDP the gradients are sharded, so their norm must be reduced across shards:
+        only FSDP's own ``clip_grad_norm_`` does that (Lightning's FSDP precision refuses to clip
+        by norm). Everywhere else Lightning clips as configured."""
+        model = self.trainer.model
+        by_norm = gradient_clip_algorithm in (None, "norm")
+        if gradient_clip_val and by_norm and isinstance(model, FullyShardedDataParallel):
+            model.clip_grad_norm_(gradient_clip_val)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []
         for parameter in self.parameters():
