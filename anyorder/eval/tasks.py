@@ -94,14 +94,16 @@ class TaskEvaluator:
         self.generator = torch.Generator().manual_seed(seed)
         self.allowed = kind_constraints(vocabulary)
         self.unseen_id = int(vocabulary.object_ids[0])
-        actions = len(vocabulary.action_ids)
-        self.policy = MulticlassAccuracy(num_classes=actions, average="micro")
-        self.inverse = MulticlassAccuracy(num_classes=actions, average="micro")
-        self.robust = {f: MulticlassAccuracy(num_classes=actions, average="micro") for f in self.fractions}
-        self.world_nll, self.world_cell_nll = MeanMetric(), MeanMetric()
-        self.world_cells = ExactCellAccuracy()
-        self.mission_tokens, self.mission_exact, self.mission_nll = MeanMetric(), MeanMetric(), MeanMetric()
-        self.inpaint_nll, self.inpaint_cells = MeanMetric(), ExactCellAccuracy()
+        # one process evaluates: a process group left by training in the same process (a
+        # notebook, a test) must not make compute() gather across ranks
+        local = {"sync_on_compute": False}
+        actions = {"num_classes": len(vocabulary.action_ids), "average": "micro", **local}
+        self.policy, self.inverse = MulticlassAccuracy(**actions), MulticlassAccuracy(**actions)
+        self.robust = {f: MulticlassAccuracy(**actions) for f in self.fractions}
+        self.world_nll, self.world_cell_nll = MeanMetric(**local), MeanMetric(**local)
+        self.world_cells = ExactCellAccuracy(**local)
+        self.mission_tokens, self.mission_exact, self.mission_nll = (MeanMetric(**local) for _ in range(3))
+        self.inpaint_nll, self.inpaint_cells = MeanMetric(**local), ExactCellAccuracy(**local)
         for metric in self.metrics():  # beside the model, which may be on a GPU
             metric.to(module.device)
 
