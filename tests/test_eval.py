@@ -25,7 +25,7 @@ from anyorder.errors import ConfigError
 from anyorder.eval.checkpoint import load_trained
 from anyorder.eval.metrics import area_under_curve, wilson_interval
 from anyorder.eval.occlusion import OCCLUDED_CODE, OcclusionWrapper
-from anyorder.eval.rollout import BotPolicy, ModelPolicy, run_rollouts
+from anyorder.eval.rollout import BotPolicy, ModelPolicy, nucleus, run_rollouts
 from anyorder.eval.seeds import check_held_out, default_seed_start
 from anyorder.eval.tasks import TaskEvaluator
 from anyorder.models.decoding import iterative_unmask, kind_constraints
@@ -130,6 +130,20 @@ def test_eval_seeds_must_be_held_out(small_spec) -> None:
     for start in (0, meta["splits"]["val"]["seed_range"][0] - 3):
         with pytest.raises(ConfigError, match=r"eval\.seed_start"):
             check_held_out(LEVEL, start, 10, meta)
+
+
+def test_nucleus_keeps_the_smallest_most_likely_set_reaching_top_p() -> None:
+    probabilities = torch.tensor([[0.15, 0.5, 0.05, 0.3], [0.05, 0.9, 0.03, 0.02]])
+    kept = nucleus(probabilities, 0.8) > 0
+    assert kept.tolist() == [[False, True, False, True], [False, True, False, False]]
+    assert (nucleus(probabilities, 0.81) > 0)[0].tolist() == [True, True, False, True]
+    assert torch.equal(nucleus(probabilities, 1.0), probabilities)
+    draws = torch.multinomial(
+        nucleus(probabilities, 0.8), 1000, replacement=True, generator=torch.Generator().manual_seed(0)
+    )
+    assert set(draws[0].tolist()) == {1, 3} and set(draws[1].tolist()) == {1}
+    with pytest.raises(ConfigError, match="top_p"):
+        ModelPolicy(torch.nn.Linear(1, 1), top_p=0.0)
 
 
 def test_confidence_interval_and_area() -> None:

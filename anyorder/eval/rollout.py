@@ -41,8 +41,11 @@ class ModelPolicy:
     actions (seeded, so runs repeat); 0 takes the argmax. Sampling is the default because a
     deterministic policy with a short memory walks into loops it cannot leave (on
     GoToRedBall the default model succeeds about 3 times as often sampling as with argmax).
-    ``chunk_size`` caps the rows of one forward: on a CPU the cost per window is flat up to
-    about 8 rows and grows beyond (attention maps fall out of cache); on a GPU raise it.
+    ``top_p`` < 1 samples from the nucleus only (the most likely actions whose probabilities
+    add up to ``top_p``): it drops the tail of unlikely actions that waste steps while
+    keeping the randomness that breaks loops. ``chunk_size`` caps the rows of one forward: on
+    a CPU the cost per window is flat up to about 8 rows and grows beyond (attention maps fall
+    out of cache); on a GPU raise it.
     """
 
     def __init__(
@@ -52,9 +55,13 @@ class ModelPolicy:
         temperature: float = 1.0,
         seed: int = 0,
         chunk_size: int = 8,
+        top_p: float = 1.0,
     ) -> None:
         if temperature < 0:
             raise ConfigError("temperature", f"must be >= 0 (0 = argmax), got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ConfigError("top_p", f"must be in (0, 1] (1 = the whole distribution), got {top_p}")
+        self.top_p = top_p
         self.module = module.eval().to(device)
         self.device = torch.device(device)
         self.temperature = temperature
@@ -74,9 +81,20 @@ class ModelPolicy:
             if self.temperature == 0:
                 actions.append(logits.argmax(dim=1))
             else:
-                probabilities = (logits / self.temperature).softmax(dim=1)
+                probabilities = nucleus((logits / self.temperature).softmax(dim=1), self.top_p)
                 actions.append(torch.multinomial(probabilities, 1, generator=self.generator).flatten())
         return torch.cat(actions).numpy()
+
+
+def nucleus(probabilities: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Each row kept on its smallest set of most likely entries whose mass reaches ``top_p``
+    (the most likely one always), the rest zeroed; unnormalised, as multinomial accepts."""
+    if top_p >= 1:
+        return probabilities
+    ordered, order = probabilities.sort(dim=1, descending=True)
+    before = ordered.cumsum(dim=1) - ordered  # mass of the entries ranked above each one
+    keep = torch.zeros_like(probabilities, dtype=torch.bool).scatter(1, order, before < top_p)
+    return probabilities * keep
 
 
 @dataclass
