@@ -30,16 +30,12 @@ from anyorder.data.layout import NUM_CELLS, TokenKind
 from anyorder.data.tokenizer import TokenBatch
 from anyorder.data.vocabulary import Vocabulary
 from anyorder.eval.metrics import ExactCellAccuracy, cell_units
-from anyorder.masking.queries import OBSERVATION_KINDS, last_step, policy_query, world_model_query
+from anyorder.masking.queries import OBSERVATION_KINDS, last_step, of_kinds, policy_query, world_model_query
 from anyorder.models.decoding import iterative_unmask, kind_constraints
 from anyorder.models.module import AnyOrderModule
 from anyorder.models.objective import token_nll
 
 CELL_KINDS = (TokenKind.OBJECT, TokenKind.COLOR, TokenKind.STATE)
-
-
-def _isin(kind: torch.Tensor, kinds: Iterable[TokenKind]) -> torch.Tensor:
-    return torch.isin(kind, torch.tensor([int(k) for k in kinds], device=kind.device))
 
 
 def inverse_query(batch: TokenBatch) -> torch.Tensor:
@@ -144,11 +140,11 @@ class TaskEvaluator:
             self.inverse.update(*self._action_prediction(batch, query))
 
         query = world_model_query(batch)
-        scored = query & _isin(kind, OBSERVATION_KINDS)
+        scored = query & of_kinds(kind, OBSERVATION_KINDS)
         nll = token_nll(self.module(batch, query), targets, scored)
         self.world_nll.update(nll)
-        cells = query & _isin(kind, CELL_KINDS)
-        self.world_cell_nll.update(nll[_isin(kind[scored], CELL_KINDS)].view(-1, 3).sum(dim=1))
+        cells = query & of_kinds(kind, CELL_KINDS)
+        self.world_cell_nll.update(nll[of_kinds(kind[scored], CELL_KINDS)].view(-1, 3).sum(dim=1))
         self.world_cells.update(self.decode(batch, query), targets, cells, cell_units(batch))
 
         query = mission_query(batch)

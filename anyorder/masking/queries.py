@@ -6,9 +6,21 @@ Training masks at random; evaluation asks specific questions of the same model: 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from anyorder.data.layout import TokenKind
+
+
+def of_kinds(kind: torch.Tensor, kinds: Iterable[TokenKind]) -> torch.Tensor:
+    """bool, like ``kind``: positions whose kind is one of ``kinds``. Compared on ``kind``'s own
+    device: a lookup tensor built from a list would be a host-to-device copy, which stalls a
+    GPU at every training step."""
+    selected = torch.zeros_like(kind, dtype=torch.bool)
+    for k in kinds:
+        selected |= kind == k
+    return selected
 
 
 def last_step(batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 
 from anyorder.data.layout import NUM_CELLS, TokenKind
 from anyorder.errors import ConfigError
+from anyorder.masking.queries import of_kinds
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,6 @@ def _positions(kind: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     return torch.where(allowed, positions, -1)
 
 
-def _kinds(kind: torch.Tensor, kinds: Sequence[TokenKind]) -> torch.Tensor:
-    return torch.isin(kind, torch.tensor([int(k) for k in kinds], device=kind.device))
-
-
 _CELL = (TokenKind.OBJECT, TokenKind.COLOR, TokenKind.STATE)
 _STEP_TOKENS = (*_CELL, TokenKind.DIRECTION, TokenKind.ACTION)
 
@@ -93,28 +90,28 @@ class UniformMasking(MaskingStrategy):
 
     def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         kinds = (*_STEP_TOKENS, TokenKind.MISSION) if self.include_mission else _STEP_TOKENS
-        return _positions(kind, _kinds(kind, kinds))
+        return _positions(kind, of_kinds(kind, kinds))
 
 
 class AttributeMasking(MaskingStrategy):
     """Single observation attributes (object, colour or state), each on its own."""
 
     def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        return _positions(kind, _kinds(kind, _CELL))
+        return _positions(kind, of_kinds(kind, _CELL))
 
 
 class CellMasking(MaskingStrategy):
     """Whole cells: a cell's object, colour and state are hidden together."""
 
     def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        return torch.where(_kinds(kind, _CELL), step * NUM_CELLS + cell, -1)
+        return torch.where(of_kinds(kind, _CELL), step * NUM_CELLS + cell, -1)
 
 
 class StepMasking(MaskingStrategy):
     """Whole observations (all cells and the direction of a step): the world-model objective."""
 
     def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        return torch.where(_kinds(kind, (*_CELL, TokenKind.DIRECTION)), step, -1)
+        return torch.where(of_kinds(kind, (*_CELL, TokenKind.DIRECTION)), step, -1)
 
 
 class ActionMasking(MaskingStrategy):
@@ -137,6 +134,13 @@ class Mixture(MaskingStrategy):
             )
         self.strategies = list(strategies)
         self.weights = torch.tensor(weights, dtype=torch.float) / sum(weights)
+        self._weights_by_device: dict[torch.device, torch.Tensor] = {}
+
+    def _weights_on(self, device: torch.device) -> torch.Tensor:
+        """The weights copied once per device: a copy at every step would stall a GPU."""
+        if device not in self._weights_by_device:
+            self._weights_by_device[device] = self.weights.to(device)
+        return self._weights_by_device[device]
 
     def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         raise TypeError("a mixture has no single unit layout; call it instead")
@@ -149,7 +153,7 @@ class Mixture(MaskingStrategy):
         rate: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> MaskSample:
-        choice = torch.multinomial(self.weights.to(kind.device), kind.shape[0], replacement=True, generator=generator)
+        choice = torch.multinomial(self._weights_on(kind.device), kind.shape[0], replacement=True, generator=generator)
         mask = torch.zeros_like(kind, dtype=torch.bool)
         maskable = torch.zeros_like(mask)
         effective = rate.float().clone()

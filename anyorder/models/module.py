@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from anyorder.data.layout import TokenKind
-from anyorder.masking.queries import OBSERVATION_KINDS, policy_query, world_model_query
+from anyorder.masking.queries import OBSERVATION_KINDS, of_kinds, policy_query, world_model_query
 from anyorder.models.metrics import NLLByKind
 from anyorder.models.objective import masked_diffusion_loss, token_nll
 
@@ -105,7 +105,7 @@ class AnyOrderModule(L.LightningModule):
         self.val_action_acc.update(logits.argmax(dim=1), targets)
 
         query = world_model_query(batch)
-        observed = query & torch.isin(batch["kind"], torch.tensor(OBSERVATION_KINDS, device=query.device))
+        observed = query & of_kinds(batch["kind"], OBSERVATION_KINDS)
         nll = token_nll(self(batch, query), batch["input_ids"], observed)
         self.val_world_model_nll.update(nll)
 
