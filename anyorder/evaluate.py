@@ -33,11 +33,16 @@ from anyorder.naming import register_resolvers
 register_resolvers()
 
 
-def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictConfig) -> dict[str, Any]:
-    tokenizer = run.datamodule.tokenizer
-    policy = ModelPolicy(
+def model_policy(run: TrainedRun, settings: DictConfig) -> ModelPolicy:
+    """The trained model as a policy, decoded and batched as ``eval.*`` says."""
+    return ModelPolicy(
         run.module, settings.device, settings.temperature, settings.seed, settings.chunk_size, settings.top_p
     )
+
+
+def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictConfig) -> dict[str, Any]:
+    tokenizer = run.datamodule.tokenizer
+    policy = model_policy(run, settings)
     curve = {}
     for fraction in settings.occlusion_fractions:
         result = run_rollouts(
@@ -150,9 +155,7 @@ def write_outputs(
             save_png(picture, figures / f"world_model_{index}.png")
             writer.add_image(f"eval/world_model_true_vs_predicted/{index}", picture, dataformats="HWC")
     if settings.render:
-        policy = ModelPolicy(
-            run.module, settings.device, settings.temperature, settings.seed, settings.chunk_size, settings.top_p
-        )
+        policy = model_policy(run, settings)
         result = run_rollouts(policy, run.datamodule.tokenizer, level, seeds[: settings.render_episodes], render=True)
         for seed, frames, won in zip(result.seeds, result.frames, result.success, strict=True):
             save_gif(frames, figures / f"rollout_seed{seed}_{'success' if won else 'failure'}.gif")
