@@ -39,6 +39,7 @@ SMALL = [
         ["masking=step", "schedule@masking.schedule=linear"],
         ["masking=action", "strategy=ddp"],
         ["trainer=gpu"],
+        ["model=tiny_prenorm"],
     ],
 )
 def test_config_composes_and_instantiates(compose_train, overrides: list[str]) -> None:
@@ -52,6 +53,22 @@ def test_config_composes_and_instantiates(compose_train, overrides: list[str]) -
     if cfg.trainer.accelerator == "cpu":
         trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
         assert trainer.max_steps == cfg.trainer.max_steps
+
+
+def test_pre_ln_encoder_ignores_padded_positions() -> None:
+    from anyorder.models.backbones import PreNormEncoder
+
+    torch.manual_seed(0)
+    encoder = PreNormEncoder(vocab_size=20, max_length=12, hidden_size=16, num_layers=2, num_heads=2).eval()
+    ids = torch.randint(0, 20, (3, 12))
+    attention = torch.ones_like(ids, dtype=torch.bool)
+    attention[:, 9:] = False
+    other = ids.clone()
+    other[:, 9:] = (ids[:, 9:] + 7) % 20  # what sits in the padding must not matter
+    with torch.no_grad():
+        first, second = encoder(ids, attention), encoder(other, attention)
+    torch.testing.assert_close(first[:, :9], second[:, :9])
+    assert first.shape == (3, 12, 20) and not torch.allclose(first[:, 9:], second[:, 9:])
 
 
 def test_fast_dev_run(compose_train) -> None:

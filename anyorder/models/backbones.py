@@ -61,6 +61,50 @@ def tiny_bidirectional(
     return Backbone(BertForMaskedLM(config))
 
 
+class PreNormEncoder(nn.Module):
+    """A small bidirectional transformer with LayerNorm before each sublayer (pre-LN).
+
+    BERT (the ``tiny_bidirectional`` default) normalises after each residual sum (post-LN),
+    which trains well only with a long warm-up at high learning rates; pre-LN keeps the
+    residual stream unnormalised and is stable from the first step. Same interface as
+    :class:`Backbone`.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        max_length: int,
+        hidden_size: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_size: int = 512,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ConfigError("hidden_size", f"{hidden_size} is not divisible by num_heads={num_heads}")
+        self.tokens = nn.Embedding(vocab_size, hidden_size)
+        self.positions = nn.Embedding(max_length, hidden_size)
+        layer = nn.TransformerEncoderLayer(
+            hidden_size, num_heads, intermediate_size, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden_size)
+        self.head = nn.Linear(hidden_size, vocab_size)
+        for embedding in (self.tokens, self.positions):
+            nn.init.normal_(embedding.weight, std=0.02)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokens.num_embeddings
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        hidden = self.tokens(input_ids) + self.positions(positions)
+        hidden = self.encoder(hidden, src_key_padding_mask=~attention_mask.bool())
+        return self.head(self.norm(hidden))
+
+
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
 
 
