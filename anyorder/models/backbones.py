@@ -33,6 +33,12 @@ class Backbone(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask.long()).logits
 
 
+def check_heads(hidden_size: int, num_heads: int) -> None:
+    """Attention splits the hidden size evenly over the heads: say so at construction."""
+    if hidden_size % num_heads:
+        raise ConfigError("hidden_size", f"{hidden_size} is not divisible by num_heads={num_heads}")
+
+
 def tiny_bidirectional(
     vocab_size: int,
     max_length: int,
@@ -44,8 +50,7 @@ def tiny_bidirectional(
     attn_implementation: str = "sdpa",
 ) -> Backbone:
     """A small BERT-style encoder with an MLM head, randomly initialised from a config."""
-    if hidden_size % num_heads:
-        raise ConfigError("hidden_size", f"{hidden_size} is not divisible by num_heads={num_heads}")
+    check_heads(hidden_size, num_heads)
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -81,8 +86,7 @@ class PreNormEncoder(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if hidden_size % num_heads:
-            raise ConfigError("hidden_size", f"{hidden_size} is not divisible by num_heads={num_heads}")
+        check_heads(hidden_size, num_heads)
         self.tokens = nn.Embedding(vocab_size, hidden_size)
         self.positions = nn.Embedding(max_length, hidden_size)
         layer = nn.TransformerEncoderLayer(
