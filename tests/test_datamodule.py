@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from anyorder.data.datamodule import TrajectoryDataModule, WindowBatchSampler, load_episode_table
-from anyorder.data.episodes import read_meta
+from anyorder.data.episodes import read_meta, read_shard
 from anyorder.data.layout import TokenKind
 from anyorder.errors import DataError
 
@@ -56,6 +56,20 @@ def test_ranks_own_disjoint_episodes_and_equal_batch_counts(small_spec) -> None:
     assert budget == min(table.num_windows for table, _ in tables)
     samplers = [WindowBatchSampler(table.num_windows, budget, 4, True, 0, True) for table, _ in tables]
     assert len(samplers[0]) == len(samplers[1]) > 0
+
+
+def test_episode_table_holds_each_episode_as_the_tokenizer_encodes_it(small_spec) -> None:
+    """The table is built from whole columns; it must equal encoding the episodes one by one."""
+    dm = make_datamodule(small_spec.root)
+    shards = read_meta(small_spec.directory)["splits"]["val"]["shards"]
+    table, _ = load_episode_table(small_spec.directory, shards, dm.tokenizer)
+    episodes = [e for name in shards for e in read_shard(small_spec.directory / name) if e.success]
+    assert table.seeds.tolist() == [e.seed for e in episodes]
+    for index, episode in enumerate(episodes):
+        rows = table.steps[table.offsets[index] : table.offsets[index] + table.lengths[index]]
+        expected = dm.tokenizer.encode_steps(episode.observations, episode.directions, episode.actions)
+        np.testing.assert_array_equal(rows, expected)
+        np.testing.assert_array_equal(table.missions[index], dm.tokenizer.encode_mission(episode.mission))
 
 
 def test_epochs_reshuffle_reproducibly() -> None:

@@ -39,6 +39,16 @@ def test_round_trip(tmp_path: Path) -> None:
         np.testing.assert_allclose(a.rewards, b.rewards)
 
 
+def test_episode_whose_columns_disagree_is_one_error(tmp_path: Path) -> None:
+    bad = make_episode(7, steps=3)
+    bad = Episode(**{**bad.__dict__, "observations": np.zeros((4, 7, 7, 3), dtype=np.uint8)})
+    path = tmp_path / "train-00000.parquet"
+    write_shard(path, [make_episode(0), bad])
+    with pytest.raises(DataError, match="seed 7 has inconsistent lengths") as error:
+        read_shard(path)
+    assert error.value.path == path
+
+
 def test_failed_write_leaves_no_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def crash(table, where) -> None:  # a write that dies half-way
         Path(where).write_bytes(b"PAR1 half a shard")

@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from anyorder.data.episodes import episodes_from_table, read_meta, read_table
+from anyorder.data.episodes import read_meta, read_table, step_columns
 from anyorder.data.generate import DatasetSpec, generate_dataset
 from anyorder.data.layout import STEP_LENGTH
 from anyorder.data.tokenizer import TokenBatch, TrajectoryTokenizer
@@ -78,19 +78,19 @@ def load_episode_table(
     steps, missions, seeds, lengths = [], [], [], []
     for shard_id in np.unique(mine[:, 0]):
         path = directory / shards[shard_id]
-        rows = mine[mine[:, 0] == shard_id, 1]
-        for episode in episodes_from_table(read_table(path).take(rows), path):
-            steps.append(tokenizer.encode_steps(episode.observations, episode.directions, episode.actions))
-            missions.append(tokenizer.encode_mission(episode.mission))
-            seeds.append(episode.seed)
-            lengths.append(episode.num_steps)
-    lengths_array = np.asarray(lengths, dtype=np.int64)
+        columns = step_columns(read_table(path).take(mine[mine[:, 0] == shard_id, 1]), path)
+        steps.append(tokenizer.encode_steps(columns.observations, columns.directions, columns.actions))
+        missions.extend(columns.missions)
+        seeds.append(columns.seeds)
+        lengths.append(columns.lengths)
+    encoded = {mission: tokenizer.encode_mission(mission) for mission in set(missions)}
+    lengths_array = np.concatenate(lengths)
     table = EpisodeTable(
         steps=np.concatenate(steps).astype(np.int32),
         offsets=np.concatenate([[0], np.cumsum(lengths_array)[:-1]]).astype(np.int64),
         lengths=lengths_array,
-        missions=np.stack(missions),
-        seeds=np.asarray(seeds, dtype=np.int64),
+        missions=np.stack([encoded[mission] for mission in missions]),
+        seeds=np.concatenate(seeds),
     )
     return table, min_windows
 

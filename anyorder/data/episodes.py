@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from anyorder.data.layout import VIEW_SIZE
@@ -125,28 +126,73 @@ def read_table(path: Path, columns: Iterable[str] | None = None) -> pa.Table:
     return table
 
 
+@dataclass(frozen=True)
+class StepColumns:
+    """The steps of a selection of episodes, concatenated in row order; episode e owns ``lengths[e]`` rows.
+
+    Reading columns whole (one copy per column, no per-episode objects) is what lets a
+    data module encode 100k episodes in seconds rather than minutes.
+    """
+
+    observations: np.ndarray  # uint8 [N, 7, 7, 3]
+    directions: np.ndarray  # int8 [N]
+    actions: np.ndarray  # int8 [N]
+    rewards: np.ndarray  # float32 [N]
+    lengths: np.ndarray  # int64 [E]
+    seeds: np.ndarray  # int64 [E]
+    missions: list[str]
+
+
+def step_columns(table: pa.Table, path: Path) -> StepColumns:
+    """The steps of every row of ``table``; a row whose columns disagree on its length is a DataError."""
+    lengths = table.column("num_steps").to_numpy().astype(np.int64)
+    frame_bytes = int(np.prod(OBS_SHAPE))
+    consistent = pc.binary_length(table.column("observations")).to_numpy() == lengths * frame_bytes
+    for name in ("directions", "actions", "rewards"):
+        consistent &= pc.list_value_length(table.column(name)).to_numpy() == lengths
+    if not consistent.all():
+        seed = table.column("seed")[int(np.flatnonzero(~consistent)[0])].as_py()
+        raise DataError(path, f"episode of seed {seed} has inconsistent lengths")
+    blob = b"".join(table.column("observations").to_pylist())
+    return StepColumns(
+        observations=np.frombuffer(blob, dtype=np.uint8).reshape(-1, *OBS_SHAPE),
+        directions=pc.list_flatten(table.column("directions")).to_numpy().astype(np.int8),
+        actions=pc.list_flatten(table.column("actions")).to_numpy().astype(np.int8),
+        rewards=pc.list_flatten(table.column("rewards")).to_numpy().astype(np.float32),
+        lengths=lengths,
+        seeds=table.column("seed").to_numpy().astype(np.int64),
+        missions=table.column("mission").to_pylist(),
+    )
+
+
 def episodes_from_table(table: pa.Table, path: Path) -> list[Episode]:
     """The rows of (a selection of) a shard as episodes, observations checked against step counts."""
-    columns = table.to_pydict()
-    episodes = []
-    for row in range(table.num_rows):
-        steps = columns["num_steps"][row]
-        blob = columns["observations"][row]
-        if len(blob) != steps * int(np.prod(OBS_SHAPE)) or len(columns["actions"][row]) != steps:
-            raise DataError(path, f"episode of seed {columns['seed'][row]} has inconsistent lengths")
-        episodes.append(
-            Episode(
-                env_id=columns["env_id"][row],
-                seed=columns["seed"][row],
-                mission=columns["mission"][row],
-                observations=np.frombuffer(blob, dtype=np.uint8).reshape(steps, *OBS_SHAPE),
-                directions=np.asarray(columns["directions"][row], dtype=np.int8),
-                actions=np.asarray(columns["actions"][row], dtype=np.int8),
-                rewards=np.asarray(columns["rewards"][row], dtype=np.float32),
-                success=columns["success"][row],
-            )
+    columns = step_columns(table, path)
+    bounds = np.cumsum(columns.lengths)[:-1]
+    per_episode = [
+        np.split(array, bounds)
+        for array in (columns.observations, columns.directions, columns.actions, columns.rewards)
+    ]
+    return [
+        Episode(
+            env_id=env_id,
+            seed=int(seed),
+            mission=mission,
+            observations=observations,
+            directions=directions,
+            actions=actions,
+            rewards=rewards,
+            success=success,
         )
-    return episodes
+        for env_id, seed, mission, observations, directions, actions, rewards, success in zip(
+            table.column("env_id").to_pylist(),
+            columns.seeds,
+            columns.missions,
+            *per_episode,
+            table.column("success").to_pylist(),
+            strict=True,
+        )
+    ]
 
 
 def read_shard(path: Path) -> list[Episode]:
