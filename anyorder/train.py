@@ -67,7 +67,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     L.seed_everything(cfg.seed, workers=True)
     datamodule: TrajectoryDataModule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
-    callbacks = [instantiate(node) for node in cfg.callbacks.values()]
+    # `callbacks.<name>=null` on the command line switches one callback off
+    callbacks = [instantiate(node) for node in cfg.callbacks.values() if node is not None]
     callbacks.append(instantiate(cfg.masking))
     callbacks.extend(extra_callbacks)
     logger = instantiate(cfg.logger)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -75,6 +76,18 @@ def test_fast_dev_run(compose_train) -> None:
     cfg = compose_train(*SMALL, "+trainer.fast_dev_run=true")
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+def test_a_callback_set_to_null_is_switched_off(compose_train) -> None:
+    cfg = compose_train(*SMALL, "+trainer.fast_dev_run=true", "callbacks.closed_loop_eval=null")
+    seen: list[list[str]] = []
+
+    class Spy(L.Callback):
+        def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            seen.append([type(c).__name__ for c in trainer.callbacks])
+
+    train(cfg, extra_callbacks=[Spy()])
+    assert seen and "ClosedLoopEvalCallback" not in seen[0] and "MaskingCallback" in seen[0]
 
 
 def majority_action_share(spec_dir: Path) -> float:
