@@ -113,15 +113,26 @@ class Vocabulary:
 
 def load_text_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     """The LLM's own tokenizer from a local directory (never a hub download)."""
+    import warnings
+
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from anyorder.models.backbones import check_model_directory
 
     directory = check_model_directory(path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # AutoTokenizer reads config.json and warns about model types it does not know
     try:
-        return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code, local_files_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return AutoTokenizer.from_pretrained(
+                str(directory), trust_remote_code=trust_remote_code, local_files_only=True
+            )
     except (OSError, ValueError) as error:
         raise DataError(directory, f"cannot load a tokenizer from it ({str(error).splitlines()[0]})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def single_token_ids(tokenizer: Any, words: list[str] | tuple[str, ...]) -> dict[str, int]:
@@ -144,6 +155,26 @@ def single_token_ids(tokenizer: Any, words: list[str] | tuple[str, ...]) -> dict
     return ids
 
 
+MASK_TOKEN_NAME = "<|mask|>"  # LLaDA's mask token, which its tokenizers list among the additional specials
+
+
+def mask_token_id(tokenizer: Any, path: str | Path) -> int:
+    """The tokenizer's declared mask token, else ``<|mask|>`` by name; the start-up line says which."""
+    if tokenizer.mask_token_id is not None:
+        found, how = int(tokenizer.mask_token_id), f"the declared mask token {tokenizer.mask_token!r}"
+    else:
+        found = tokenizer.convert_tokens_to_ids(MASK_TOKEN_NAME)
+        if found is None or found == tokenizer.unk_token_id:
+            raise ConfigError(
+                "vocabulary",
+                f"the tokenizer in {path} declares no mask token and has no {MASK_TOKEN_NAME} token"
+                " (a masked-diffusion LM needs one)",
+            )
+        found, how = int(found), f"{MASK_TOKEN_NAME} found by name (the tokenizer declares no mask_token)"
+    print(f"text vocabulary: mask id {found} = {how}")
+    return found
+
+
 def text_vocabulary(path: str | Path, trust_remote_code: bool = False) -> Vocabulary:
     """Ids of a pretrained LLM's own tokenizer: every value is a word that is exactly one token.
 
@@ -151,14 +182,13 @@ def text_vocabulary(path: str | Path, trust_remote_code: bool = False) -> Vocabu
     are the tokenizer's pad/bos/sep tokens where it has them.
     """
     tokenizer = load_text_tokenizer(path, trust_remote_code)
-    if tokenizer.mask_token_id is None:
-        raise ConfigError("vocabulary", f"the tokenizer in {path} has no mask token (a masked-diffusion LM needs one)")
+    mask_id = mask_token_id(tokenizer, path)
     objects, colors, states = _names(OBJECT_TO_IDX), _names(COLOR_TO_IDX), _names(STATE_TO_IDX)
     words = single_token_ids(
         tokenizer, [*objects, *colors, *states, NONE, *DIRECTION_NAMES, *ACTION_NAMES, *MISSION_WORDS]
     )
     specials = [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.sep_token_id, tokenizer.eos_token_id]
-    fallback = next(i for i in [*specials, tokenizer.mask_token_id] if i is not None)
+    fallback = next(i for i in [*specials, mask_id] if i is not None)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else fallback
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else fallback
     sep = next((i for i in (tokenizer.sep_token_id, tokenizer.eos_token_id) if i is not None), fallback)
@@ -173,7 +203,7 @@ def text_vocabulary(path: str | Path, trust_remote_code: bool = False) -> Vocabu
     return Vocabulary(
         tokens=tokens,
         pad_id=int(pad),
-        mask_id=int(tokenizer.mask_token_id),
+        mask_id=mask_id,
         bos_id=int(bos),
         sep_id=int(sep),
         unk_id=int(unk),

@@ -55,5 +55,8 @@ def load_trained(ckpt_path: str | Path, data_dir: str | None = None, device: str
         state = read_weights(path)
     except Exception as error:
         raise DataError(path, f"cannot read checkpoint ({type(error).__name__})") from None
-    module.load_state_dict(state)
+    try:
+        module.load_weights(state)
+    except RuntimeError as error:
+        raise DataError(path, f"does not fit the run's model ({str(error).splitlines()[0]})") from None
     return TrainedRun(config=config, datamodule=datamodule, module=module.to(device).eval(), checkpoint=path)

@@ -128,6 +128,47 @@ def check_model_directory(path: str | Path) -> Path:
     return directory
 
 
+def check_fits(vocab_size: int | None, max_length: int | None, embedded: int, config: Any) -> None:
+    """The data's vocabulary and window length must fit the pretrained model."""
+    if vocab_size is not None and vocab_size > embedded:
+        raise ConfigError("vocab_size", f"the vocabulary needs {vocab_size} ids but the model embeds only {embedded}")
+    limit = getattr(config, "max_position_embeddings", None)
+    if max_length is not None and limit is not None and max_length > limit:
+        raise ConfigError("max_length", f"windows are {max_length} tokens, the model takes at most {limit}")
+
+
+def llada2(
+    path: str | Path,
+    dtype: str = "float32",
+    gradient_checkpointing: bool = False,
+    lora: dict[str, Any] | None = None,
+    vocab_size: int | None = None,
+    max_length: int | None = None,
+) -> nn.Module:
+    """LLaDA2.0 through the project's own LLaDA2-MoE (:mod:`anyorder.models.llada2`), no checkpoint code.
+
+    Full fine-tuning loads ``dtype`` (float32: the optimizer's master weights; the trainer's
+    ``bf16-mixed`` computes in bf16). With ``lora.r > 0`` the base is frozen in
+    ``lora.base_dtype`` (bf16) and only adapters on ``lora.targets`` train, in float32.
+    """
+    from anyorder.models.llada2 import from_pretrained
+    from anyorder.models.lora import DEFAULT_TARGETS, add_lora
+
+    directory = check_model_directory(path)
+    settings = dict(lora or {})
+    adapted = settings.get("r", 0) > 0
+    model = from_pretrained(directory, settings.get("base_dtype", "bfloat16") if adapted else dtype)
+    check_fits(vocab_size, max_length, model.vocab_size, model.config)
+    model.gradient_checkpointing = gradient_checkpointing
+    if adapted:
+        targets = settings.get("targets") or DEFAULT_TARGETS
+        count = add_lora(model, settings["r"], targets, settings.get("alpha"), settings.get("dropout", 0.0))
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        print(f"LoRA r={settings['r']}: {count} adapters on {list(targets)}; {trainable:,} of {total:,} params train")
+    return model.train()  # Lightning keeps the modes it is given; from_pretrained returns eval mode
+
+
 def pretrained(
     path: str | Path,
     model_class: type = AutoModelForMaskedLM,
@@ -157,12 +198,7 @@ def pretrained(
             else ""
         )
         raise DataError(directory, f"cannot load the model: {str(error).splitlines()[0]}{hint}") from None
-    size = model.get_input_embeddings().num_embeddings
-    if vocab_size is not None and vocab_size > size:
-        raise ConfigError("vocab_size", f"the vocabulary needs {vocab_size} ids but the model embeds only {size}")
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if max_length is not None and limit is not None and max_length > limit:
-        raise ConfigError("max_length", f"windows are {max_length} tokens, the model takes at most {limit}")
+    check_fits(vocab_size, max_length, model.get_input_embeddings().num_embeddings, model.config)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if lora and lora.get("r", 0) > 0:

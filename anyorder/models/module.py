@@ -62,6 +62,37 @@ class AnyOrderModule(L.LightningModule):
         self.val_loss = MeanMetric()
         self.val_world_model_nll = MeanMetric()
         self.val_action_acc = MulticlassAccuracy(num_classes=len(action_token_ids), average="micro")
+        # a partly frozen backbone (LoRA) checkpoints only what trains; the rest is rebuilt from its source
+        self.strict_loading = self.trained_keys() is None
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def trained_keys(self) -> set[str] | None:
+        """State-dict keys of the trainable parameters when some parameters are frozen, else ``None``."""
+        parameters = dict(self.named_parameters())
+        if all(p.requires_grad for p in parameters.values()):
+            return None
+        return {name for name, p in parameters.items() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self.trained_keys()
+        if keep is not None and "state_dict" in checkpoint:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_weights(checkpoint.get("state_dict", {}))
+
+    def check_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """A checkpoint must hold every parameter that trains (all of them, if none is frozen)."""
+        keep = self.trained_keys()
+        missing = sorted((keep if keep is not None else set(self.state_dict())) - set(state))
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise RuntimeError(f"the checkpoint lacks {', '.join(missing[:3])}{more}")
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a checkpoint's state dict: all of it, or a partly frozen model's trained part."""
+        self.check_weights(state)
+        self.load_state_dict(state, strict=self.strict_loading)
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, batch: Batch, mask: torch.Tensor) -> torch.Tensor:

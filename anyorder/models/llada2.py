@@ -1,0 +1,359 @@
+"""LLaDA2-MoE, the project's own implementation: a bidirectional mixture-of-experts transformer.
+
+Why not the checkpoints' own code (``trust_remote_code``)? It does not import under
+transformers 5, and it turns any 2-D padding mask into a *causal* mask, which silently
+trains a masked-diffusion model as an autoregressive one. This module computes what that
+code computes on unpadded input (checked against its logits, ``tests/test_llada2.py``)
+and, under padding, what each row computes alone:
+
+* attention is never causal; a key-padding mask hides padded keys (PyTorch SDPA), and
+  rotary positions count real tokens only, so padding anywhere (left of a window, inside
+  the mission field) leaves the logits at the real tokens unchanged;
+* the routed experts are held stacked (``[experts, out, in]`` per projection) and run
+  together: tokens are sorted by expert and each projection is one grouped matmul;
+* the router is the upstream one: sigmoid scores, choice on scores + a fixed expert bias,
+  group-limited top-k, weights = the chosen unbiased scores, normalised, x a scaling factor.
+
+Layer and parameter names follow the checkpoints (``model.layers.N.attention.query_key_value``
+...) except the stacked experts; :mod:`anyorder.models.llada2_checkpoint` converts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from anyorder.errors import ConfigError, DataError
+
+MODEL_TYPE = "llada2_moe"
+
+
+@dataclass(frozen=True)
+class LLaDA2Config:
+    """The fields of a LLaDA2.0 ``config.json`` this implementation reads (same names)."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    moe_intermediate_size: int
+    num_experts: int
+    num_experts_per_tok: int
+    num_shared_experts: int = 0
+    first_k_dense_replace: int = 0
+    n_group: int = 1
+    topk_group: int = 1
+    routed_scaling_factor: float = 1.0
+    partial_rotary_factor: float = 1.0
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 4096
+    pad_token_id: int = 0
+    use_qkv_bias: bool = False
+    use_bias: bool = False
+    tie_word_embeddings: bool = False
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LLaDA2Config:
+        """Refuse, by field name, anything this implementation would compute differently."""
+        if raw.get("model_type") != MODEL_TYPE:
+            raise ConfigError("model_type", f"expected {MODEL_TYPE!r}, got {raw.get('model_type')!r}")
+        unsupported = {
+            "rope_scaling": (raw.get("rope_scaling"), None),
+            "score_function": (raw.get("score_function", "sigmoid"), "sigmoid"),
+            "use_qk_norm": (raw.get("use_qk_norm", True), True),
+            "norm_head": (raw.get("norm_head", False), False),
+            "hidden_act": (raw.get("hidden_act", "silu"), "silu"),
+        }
+        for name, (value, supported) in unsupported.items():
+            if value != supported:
+                raise ConfigError(name, f"{value!r} is not supported (only {supported!r})")
+        known = {field.name for field in dataclasses.fields(cls)}
+        values = {key: value for key, value in raw.items() if key in known}
+        values.setdefault("head_dim", raw["hidden_size"] // raw["num_attention_heads"])
+        values["num_shared_experts"] = values.get("num_shared_experts") or 0
+        config = cls(**values)
+        if config.num_experts % config.n_group:
+            raise ConfigError("n_group", f"{config.num_experts} experts do not split into {config.n_group} groups")
+        return config
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> LLaDA2Config:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise DataError(path, f"cannot read the model config ({error})") from None
+        try:
+            return cls.from_dict(raw)
+        except KeyError as error:
+            raise DataError(path, f"the model config lacks {error.args[0]!r}") from None
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm, computed in float32 whatever the input dtype."""
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+def rotary_tables(positions: torch.Tensor, dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """cos/sin ``[B, L, dim]`` of the rotate-half rotary embedding at ``positions`` ``[B, L]``."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
+    angles = positions.float()[..., None] * inv_freq
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``cos.shape[-1]`` dims of each head of ``x`` ``[B, heads, L, D]``; the rest pass."""
+    dim = cos.shape[-1]
+    rotated, passed = x[..., :dim], x[..., dim:]
+    first, second = rotated.chunk(2, dim=-1)
+    cos, sin = cos[:, None], sin[:, None]
+    rotated = rotated * cos + torch.cat((-second, first), dim=-1) * sin
+    return torch.cat((rotated, passed), dim=-1)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention, one fused qkv projection, RMS-normed queries/keys, partial rotary."""
+
+    def __init__(self, config: LLaDA2Config) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
+        )
+        width = (self.heads + 2 * self.kv_heads) * self.head_dim
+        self.query_key_value = nn.Linear(config.hidden_size, width, bias=config.use_qkv_bias)
+        self.query_layernorm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.key_layernorm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.dense = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=config.use_bias)
+
+    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], keep: torch.Tensor | None):
+        batch, length, _ = x.shape
+        qkv = self.query_key_value(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        query, key, value = qkv.split([self.heads, self.kv_heads, self.kv_heads], dim=1)
+        query = apply_rotary(self.query_layernorm(query), *rotary)
+        key = apply_rotary(self.key_layernorm(key), *rotary)
+        mask = None if keep is None else keep[:, None, None, :]  # [B, 1, 1, L]: True = attend to this key
+        out = F.scaled_dot_product_attention(
+            query, key, value.to(query.dtype), attn_mask=mask, enable_gqa=self.heads != self.kv_heads
+        )
+        return self.dense(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, hidden_size: int, width: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, width, bias=False)
+        self.up_proj = nn.Linear(hidden_size, width, bias=False)
+        self.down_proj = nn.Linear(width, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """``x[rows of group g] @ weight[g].T`` for rows sorted by group; ``ends`` = cumulative group sizes.
+
+    One kernel for all groups (``torch.nn.functional.grouped_mm``) where torch has it and the
+    row strides meet its 16-byte alignment; otherwise one batched matmul over groups padded
+    to the largest (same result, more memory).
+    """
+    w = weight.transpose(1, 2)  # [G, in, out], a view
+    aligned = (x.shape[1] * x.element_size()) % 16 == 0 and (w.shape[2] * x.element_size()) % 16 == 0
+    if hasattr(F, "grouped_mm") and aligned:
+        return F.grouped_mm(x, w.to(x.dtype), offs=ends.to(torch.int32))
+    sizes = torch.diff(ends, prepend=ends.new_zeros(1))
+    group = torch.repeat_interleave(torch.arange(len(sizes), device=x.device), sizes)
+    slot = torch.arange(len(x), device=x.device) - (ends - sizes)[group]
+    padded = x.new_zeros(len(sizes), int(sizes.max()) if len(x) else 0, x.shape[1])
+    padded[group, slot] = x
+    return torch.bmm(padded, w.to(x.dtype))[group, slot]
+
+
+class Experts(nn.Module):
+    """The routed experts, stacked: gate/up ``[E, width, hidden]``, down ``[E, hidden, width]``."""
+
+    def __init__(self, num_experts: int, hidden_size: int, width: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Parameter(torch.empty(num_experts, width, hidden_size))
+        self.up_proj = nn.Parameter(torch.empty(num_experts, width, hidden_size))
+        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, width))
+        for weight in (self.gate_proj, self.up_proj, self.down_proj):
+            nn.init.normal_(weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``x`` [T, H]; ``chosen``/``weights`` [T, k] -> sum_j weights[:, j] * expert_{chosen[:, j]}(x)."""
+        tokens, k = chosen.shape
+        flat = chosen.flatten()
+        order = torch.argsort(flat, stable=True)
+        ends = torch.cumsum(torch.bincount(flat, minlength=self.gate_proj.shape[0]), dim=0)
+        rows = x[order // k]
+        hidden = F.silu(grouped_matmul(rows, self.gate_proj, ends)) * grouped_matmul(rows, self.up_proj, ends)
+        out = grouped_matmul(hidden, self.down_proj, ends)
+        out = out[torch.argsort(order)].view(tokens, k, -1)  # back to (token, choice) order
+        return (out.to(weights.dtype) * weights[..., None]).sum(dim=1).to(x.dtype)
+
+
+class Router(nn.Module):
+    """Chooses ``k`` experts per token; ``expert_bias`` steers the choice only, never the weights."""
+
+    def __init__(self, config: LLaDA2Config) -> None:
+        super().__init__()
+        self.top_k, self.groups, self.top_groups = config.num_experts_per_tok, config.n_group, config.topk_group
+        self.scale = config.routed_scaling_factor
+        self.weight = nn.Parameter(torch.empty(config.num_experts, config.hidden_size))
+        nn.init.normal_(self.weight, std=0.02)
+        # a load-balancing statistic of pre-training, fixed while fine-tuning (a buffer, not a parameter)
+        self.register_buffer("expert_bias", torch.zeros(config.num_experts))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = torch.sigmoid(F.linear(x.float(), self.weight.float()))  # [T, E]
+        biased = (scores + self.expert_bias.float()).detach()
+        by_group = biased.view(len(x), self.groups, -1)
+        group_score = by_group.topk(min(2, by_group.shape[-1]), dim=-1).values.sum(dim=-1)
+        kept_groups = group_score.topk(self.top_groups, dim=-1).indices
+        allowed = torch.zeros_like(group_score, dtype=torch.bool).scatter_(1, kept_groups, True)
+        allowed = allowed[..., None].expand_as(by_group).reshape_as(biased)
+        chosen = biased.masked_fill(~allowed, float("-inf")).topk(self.top_k, dim=-1).indices
+        weights = scores.gather(1, chosen)
+        if self.top_k > 1:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        return chosen, weights * self.scale
+
+
+class MoE(nn.Module):
+    """Routed experts plus always-on shared experts."""
+
+    def __init__(self, config: LLaDA2Config) -> None:
+        super().__init__()
+        self.gate = Router(config)
+        self.experts = Experts(config.num_experts, config.hidden_size, config.moe_intermediate_size)
+        self.shared_experts = (
+            MLP(config.hidden_size, config.moe_intermediate_size * config.num_shared_experts)
+            if config.num_shared_experts
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        out = self.experts(flat, *self.gate(flat)).view_as(x)
+        return out if self.shared_experts is None else out + self.shared_experts(x)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: x + attention(norm(x)), then + mlp(norm(x)). The unit FSDP shards."""
+
+    def __init__(self, config: LLaDA2Config, index: int) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attention = Attention(config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        dense = index < config.first_k_dense_replace or not config.num_experts
+        self.mlp = MLP(config.hidden_size, config.intermediate_size) if dense else MoE(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attention(self.input_layernorm(x), (cos, sin), keep)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Trunk(nn.Module):
+    """Embeddings, decoder layers, final norm (the checkpoints' ``model.`` prefix)."""
+
+    def __init__(self, config: LLaDA2Config) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class LLaDA2MoE(nn.Module):
+    """``forward(input_ids [B, L], attention_mask [B, L] bool, True = real) -> logits [B, L, V]``.
+
+    Logits at position i predict token i (no shift): the masked-diffusion convention.
+    """
+
+    def __init__(self, config: LLaDA2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.model = Trunk(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.word_embeddings.weight
+        self.gradient_checkpointing = False
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.model.word_embeddings(input_ids)
+        if attention_mask is None:
+            keep = None
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        else:
+            keep = attention_mask.bool()
+            keep = keep | ~keep.any(dim=1, keepdim=True)  # an all-padding row attends to itself, not to nothing
+            positions = (torch.cumsum(keep, dim=1) - 1).clamp(min=0)  # real tokens only
+        cos, sin = rotary_tables(positions, self.config.rotary_dim, self.config.rope_theta, hidden.dtype)
+        for layer in self.model.layers:
+            if self.gradient_checkpointing and self.training:
+                hidden = checkpoint(layer, hidden, cos, sin, keep, use_reentrant=False)
+            else:
+                hidden = layer(hidden, cos, sin, keep)
+        return self.lm_head(self.model.norm(hidden))
+
+
+def from_pretrained(path: str | Path, dtype: str | torch.dtype = "float32") -> LLaDA2MoE:
+    """A LLaDA2.0 checkpoint directory (``config.json`` + safetensors, sharded or not) as :class:`LLaDA2MoE`.
+
+    The model is built on the meta device and the checkpoint's tensors are assigned to it,
+    so the host holds the weights once, never a random initialisation beside them.
+    """
+    from anyorder.models.llada2_checkpoint import read_state_dict
+
+    directory = Path(path)
+    config = LLaDA2Config.from_file(directory / "config.json")
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    with torch.device("meta"):
+        model = LLaDA2MoE(config)
+    state = read_state_dict(directory, config, dtype)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        detail = "; ".join(
+            f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        )
+        raise DataError(directory, f"the weights do not fit its config.json ({detail})")
+    model.load_state_dict(state, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.word_embeddings.weight
+    return model.eval()
