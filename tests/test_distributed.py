@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 
 from anyorder.data.episodes import read_meta, read_table
+from anyorder.eval.callback import ClosedLoopEvalCallback
 from anyorder.train import train
 
 
@@ -27,6 +28,20 @@ class RankRecorder(L.Callback):
         (Path(self.directory) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
+class RecordedClosedLoop(ClosedLoopEvalCallback):
+    """The closed-loop callback, writing per rank which episodes it played and how they ended."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(every_n_val_epochs=1, num_episodes=3, num_envs=3)
+        self.directory = directory
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_epoch_end(trainer, pl_module)
+        if self.last_result is not None:
+            result = {"seeds": self.last_result.seeds, "lengths": self.last_result.lengths}
+            (Path(self.directory) / f"closed_loop{trainer.global_rank}.json").write_text(json.dumps(result))
+
+
 def test_ddp_two_processes_train_on_disjoint_episodes(compose_train, small_spec, tmp_path: Path) -> None:
     cfg = compose_train(
         "data.num_episodes=60",
@@ -44,8 +59,9 @@ def test_ddp_two_processes_train_on_disjoint_episodes(compose_train, small_spec,
         "trainer.val_check_interval=null",
         "trainer.check_val_every_n_epoch=1",
         "+trainer.enable_progress_bar=false",
+        "callbacks.closed_loop_eval=null",
     )
-    train(cfg, extra_callbacks=[RankRecorder(str(tmp_path))])
+    train(cfg, extra_callbacks=[RankRecorder(str(tmp_path)), RecordedClosedLoop(str(tmp_path))])
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in records] == [2, 2]
     seeds = [set(r["seeds"]) for r in records]
@@ -58,3 +74,6 @@ def test_ddp_two_processes_train_on_disjoint_episodes(compose_train, small_spec,
     assert seeds[0] | seeds[1] == successful
     assert records[0]["batches"] == records[1]["batches"] > 0
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+    # the closed-loop evaluation ran on every rank, in lockstep (what FSDP's collective forwards need)
+    played = [json.loads((tmp_path / f"closed_loop{r}.json").read_text()) for r in (0, 1)]
+    assert played[0] == played[1] and len(played[0]["seeds"]) == 3

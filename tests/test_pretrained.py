@@ -88,16 +88,24 @@ def test_lora_trains_only_the_adapters(compose_train, tmp_path: Path) -> None:
     assert frozen > 10 * sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def test_llada2_path_loads_checkpoint_code_only_when_trusted(compose_train, tmp_path: Path) -> None:
-    checkpoint = save_remote_code_model(tmp_path / "llada")
-    untrusted = compose_train(*TINY_DATA, "model=llada2_mini", f"model.path={checkpoint}")
+def test_hf_local_loads_checkpoint_code_only_when_trusted(compose_train, tmp_path: Path) -> None:
+    checkpoint = save_remote_code_model(tmp_path / "remote")
+    causal = [
+        "model=hf_local",
+        f"model.path={checkpoint}",
+        "model.backbone.model_class.path=transformers.AutoModelForCausalLM",
+    ]
+    untrusted = compose_train(*TINY_DATA, *causal)
     with pytest.raises(Exception) as error:
         build_module(untrusted, instantiate(untrusted.data))
     assert "model.trust_remote_code=true" in describe(error.value)
     cfg = compose_train(
-        *TINY_DATA, "model=llada2_mini", f"model.path={checkpoint}", "model.trust_remote_code=true",
-        "model.backbone.gradient_checkpointing=false", "+trainer.fast_dev_run=true",
-    )  # fmt: skip
+        *TINY_DATA,
+        *causal,
+        "model.trust_remote_code=true",
+        "model.backbone.dtype=bfloat16",
+        "+trainer.fast_dev_run=true",
+    )
     module = build_module(cfg, instantiate(cfg.data))
     assert type(module.backbone.model).__name__ == "TinyDiffModel"
     assert next(module.backbone.parameters()).dtype == torch.bfloat16

@@ -8,12 +8,18 @@ import numpy as np
 from anyorder.data.generate import SEED_STRIDE
 from anyorder.errors import require_at_least
 from anyorder.eval.metrics import wilson_interval
-from anyorder.eval.rollout import ModelPolicy, run_rollouts
+from anyorder.eval.rollout import ModelPolicy, RolloutResult, run_rollouts
 from anyorder.eval.seeds import HELD_OUT_OFFSET
 
 
 class ClosedLoopEvalCallback(L.Callback):
-    """Every ``every_n_val_epochs`` validations, play ``num_episodes`` held-out seeds; log eval/success_rate."""
+    """Every ``every_n_val_epochs`` validations, play ``num_episodes`` held-out seeds; log eval/success_rate.
+
+    Every rank plays the same seeded episodes, not rank 0 alone: under FSDP each forward
+    gathers the sharded parameters collectively, so a rank that sat out would leave the
+    others waiting. Same weights, seeds and sampler give every rank the same episodes, hence
+    the same number of forwards; rank 0 logs.
+    """
 
     def __init__(
         self, every_n_val_epochs: int = 1, num_episodes: int = 16, num_envs: int = 16, temperature: float = 1.0
@@ -25,12 +31,13 @@ class ClosedLoopEvalCallback(L.Callback):
         self.num_envs = num_envs
         self.temperature = temperature
         self.validations = 0
+        self.last_result: RolloutResult | None = None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         self.validations += 1
-        if self.validations % self.every or not trainer.is_global_zero:
+        if self.validations % self.every:
             return
         datamodule = trainer.datamodule
         # the same held-out block as anyorder-eval's default, never a training seed
@@ -42,6 +49,7 @@ class ClosedLoopEvalCallback(L.Callback):
             range(start, start + self.num_episodes),
             self.num_envs,
         )
+        self.last_result = result
         wins = int(np.sum(result.success))
         low, high = wilson_interval(wins, self.num_episodes)
         metrics = {

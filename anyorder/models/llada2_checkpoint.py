@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from anyorder.data.episodes import atomic_write_bytes
@@ -63,7 +63,7 @@ def read_state_dict(directory: Path, config: LLaDA2Config, dtype: torch.dtype) -
                         experts[match["prefix"], match["proj"]][int(match["expert"])] = tensor
                     else:
                         state[key] = tensor
-        except (OSError, RuntimeError) as error:  # safetensors reports corruption as either
+        except (OSError, RuntimeError, SafetensorError) as error:
             raise DataError(file, f"cannot read the weights ({str(error).splitlines()[0]})") from None
     for (prefix, proj), by_index in experts.items():
         if sorted(by_index) != list(range(config.num_experts)):

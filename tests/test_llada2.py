@@ -1,0 +1,295 @@
+"""The native LLaDA2-MoE: reference logits, padding, grouped experts, LoRA, export, sharding."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from anyorder.data.vocabulary import text_vocabulary
+from anyorder.errors import ConfigError, DataError
+from anyorder.eval.checkpoint import load_trained
+from anyorder.export import export
+from anyorder.models.llada2 import DecoderLayer, Experts, LLaDA2Config, LLaDA2MoE, Router, from_pretrained
+from anyorder.models.llada2_checkpoint import checkpoint_state_dict, save_pretrained
+from anyorder.models.lora import LoRALinear, merge_lora
+from anyorder.train import build_module, train
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "llada2_tiny"
+needs_fixture = pytest.mark.skipif(
+    not (FIXTURE / "reference_outputs.safetensors").is_file(),
+    reason=f"the LLaDA2 reference fixture is not at {FIXTURE} (it comes with ../shared beside the checkout)",
+)
+TINY_DATA = ["data.num_episodes=60", "data.shard_size=20", "data.window=1", "data.batch_size=4"]
+LLADA2 = ["model=llada2_mini", f"model.path={FIXTURE}", "model.backbone.gradient_checkpointing=false"]
+
+
+def random_config(seed: int, **changes: object) -> LLaDA2Config:
+    """A small random LLaDA2 shape: GQA, partial rotary, a dense first layer, grouped routing."""
+    g = torch.Generator().manual_seed(seed)
+    heads = [2, 4][int(torch.randint(2, (1,), generator=g))]
+    values = dict(
+        vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=heads,
+        num_key_value_heads=heads // 2, head_dim=8, moe_intermediate_size=16, num_experts=8,
+        num_experts_per_tok=int(torch.randint(1, 4, (1,), generator=g)), num_shared_experts=1,
+        first_k_dense_replace=1, n_group=4, topk_group=2, routed_scaling_factor=2.5, partial_rotary_factor=0.5,
+    )  # fmt: skip
+    return LLaDA2Config(**{**values, **changes})
+
+
+def random_model(config: LLaDA2Config, seed: int = 0) -> LLaDA2MoE:
+    torch.manual_seed(seed)
+    model = LLaDA2MoE(config).eval()
+    for layer in model.model.layers:
+        if hasattr(layer.mlp, "gate"):  # a nonzero expert bias, so that choice and weights differ
+            layer.mlp.gate.expert_bias.normal_(std=0.05)
+    return model
+
+
+# -- the reference ------------------------------------------------------------------------
+@needs_fixture
+def test_the_llada2_mini_path_matches_the_reference_logits(compose_train) -> None:
+    cfg = compose_train(*TINY_DATA, *LLADA2)
+    backbone = build_module(cfg, instantiate(cfg.data)).backbone.eval()
+    assert isinstance(backbone, LLaDA2MoE)
+    reference = load_file(FIXTURE / "reference_outputs.safetensors")
+    with torch.no_grad():
+        logits = backbone(reference["input_ids"])
+        padded = backbone(reference["padded_input_ids"], reference["keep"])
+    torch.testing.assert_close(logits, reference["logits"], rtol=0, atol=1e-4)
+    keep = reference["keep"]
+    assert (~keep).any(), "the reference has padded positions"
+    torch.testing.assert_close(padded[keep], reference["padded_logits"][keep], rtol=0, atol=1e-4)
+
+
+@needs_fixture
+def test_the_fixture_tokenizer_gives_the_mask_id_by_name() -> None:
+    reference = json.loads((FIXTURE / "reference.json").read_text())
+    vocabulary = text_vocabulary(FIXTURE)
+    assert vocabulary.mask_id == reference["mask_token_id"]
+    assert vocabulary.pad_id == reference["pad_token_id"]
+
+
+def test_a_tokenizer_with_no_mask_token_at_all_is_refused(tmp_path: Path) -> None:
+    from hf_checkpoints import save_bert
+
+    save_bert(tmp_path, drop=())
+    tokenizer_config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert "<|mask|>" in json.dumps(tokenizer_config)
+    text = (tmp_path / "tokenizer.json").read_text().replace("<|mask|>", "<|nomask|>")
+    (tmp_path / "tokenizer.json").write_text(text)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (tmp_path / name).is_file():
+            data = json.loads((tmp_path / name).read_text().replace("<|mask|>", "<|nomask|>"))
+            data.pop("mask_token", None)
+            (tmp_path / name).write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="mask"):
+        text_vocabulary(tmp_path)
+
+
+# -- padding ------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(4))
+def test_padding_anywhere_leaves_the_real_tokens_logits_as_the_row_alone(seed: int) -> None:
+    config = random_config(seed)
+    model = random_model(config, seed)
+    g = torch.Generator().manual_seed(seed)
+    rows = [torch.randint(1, config.vocab_size, (int(n),), generator=g) for n in (9, 14, 5)]
+    length = 24
+    batch = torch.zeros(len(rows), length, dtype=torch.long)
+    keep = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, row in enumerate(rows):  # pads on the left and scattered inside the row, as a padded mission field
+        slots = torch.sort(torch.randperm(length - 1, generator=g)[: len(row)] + 1).values
+        batch[i, slots], keep[i, slots] = row, True
+    with torch.no_grad():
+        padded = model(batch, keep)
+        for i, row in enumerate(rows):
+            alone = model(row[None])[0]
+            torch.testing.assert_close(padded[i][keep[i]], alone, rtol=0, atol=1e-5)
+
+
+def test_without_a_mask_attention_is_bidirectional() -> None:
+    model = random_model(random_config(0))
+    ids = torch.randint(1, 50, (1, 12))
+    changed = ids.clone()
+    changed[0, -1] = (ids[0, -1] % 49) + 1
+    with torch.no_grad():
+        assert not torch.allclose(model(ids)[0, 0], model(changed)[0, 0])  # the first token sees the last
+
+
+# -- experts and router -------------------------------------------------------------------
+def loop_experts(experts: Experts, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The obvious per-expert loop, as an independent reference."""
+    out = torch.zeros_like(x)
+    for e in range(experts.gate_proj.shape[0]):
+        token, slot = torch.nonzero(chosen == e, as_tuple=True)
+        h = torch.nn.functional.silu(x[token] @ experts.gate_proj[e].T) * (x[token] @ experts.up_proj[e].T)
+        out.index_add_(0, token, (h @ experts.down_proj[e].T) * weights[token, slot, None])
+    return out
+
+
+@pytest.mark.parametrize("hidden", [32, 30])  # 30: rows not 16-byte aligned, the batched fallback
+def test_grouped_experts_equal_a_per_expert_loop_forward_and_backward(hidden: int) -> None:
+    torch.manual_seed(0)
+    experts = Experts(num_experts=6, hidden_size=hidden, width=16)
+    x = torch.randn(40, hidden, requires_grad=True)
+    chosen = torch.stack([torch.randperm(6)[:2] for _ in range(40)])
+    chosen[:, 0] = torch.where(chosen[:, 0] == 5, 0, chosen[:, 0])  # expert 5 may get few or no tokens
+    weights = torch.rand(40, 2)
+    grouped = experts(x, chosen, weights)
+    reference = loop_experts(experts, x, chosen, weights)
+    torch.testing.assert_close(grouped, reference, rtol=1e-5, atol=1e-5)
+    probe = torch.randn_like(grouped)
+    grads = torch.autograd.grad((grouped * probe).sum(), [x, experts.gate_proj, experts.down_proj])
+    expected = torch.autograd.grad((reference * probe).sum(), [x, experts.gate_proj, experts.down_proj])
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_router_chooses_on_biased_scores_within_the_best_groups_and_weighs_unbiased() -> None:
+    config = random_config(0, num_experts=8, n_group=4, topk_group=1, num_experts_per_tok=2)
+    router = Router(config)
+    with torch.no_grad():
+        router.weight.zero_()
+        router.expert_bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3, 0.2]))
+    chosen, weights = router(torch.randn(3, config.hidden_size))
+    assert chosen.sort(dim=1).values.tolist() == [[6, 7]] * 3  # the only group kept is the biased one
+    # every sigmoid score is 0.5 (zero router weights): the bias chose, it does not weigh
+    torch.testing.assert_close(weights, torch.full((3, 2), 0.5 * config.routed_scaling_factor))
+
+
+# -- checkpoints in and out ---------------------------------------------------------------
+def test_a_sharded_save_loads_back_with_the_same_logits(tmp_path: Path) -> None:
+    model = random_model(random_config(1))
+    save_pretrained(model, tmp_path, dtype=torch.float32, max_shard_bytes=40_000)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert "model.layers.1.mlp.experts.7.down_proj.weight" in index["weight_map"]  # the upstream key names
+    (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text())
+    loaded = from_pretrained(tmp_path)
+    ids = torch.randint(1, 50, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids), model(ids), rtol=0, atol=0)
+
+
+def test_missing_and_corrupt_weights_are_named(tmp_path: Path) -> None:
+    model = random_model(random_config(1))
+    save_pretrained(model, tmp_path, dtype=torch.float32, max_shard_bytes=40_000)
+    shard = sorted(tmp_path.glob("model-*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(DataError) as error:
+        from_pretrained(tmp_path)
+    assert error.value.path == shard
+    shard.unlink()
+    with pytest.raises(DataError, match="missing shard") as error:
+        from_pretrained(tmp_path)
+    assert error.value.path == shard
+
+
+def test_a_config_this_implementation_would_compute_differently_is_refused(tmp_path: Path) -> None:
+    model = random_model(random_config(1))
+    save_pretrained(model, tmp_path, dtype=torch.float32)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "rope_scaling": {"type": "yarn"}}))
+    with pytest.raises(ConfigError, match="rope_scaling"):
+        from_pretrained(tmp_path)
+
+
+# -- training, LoRA, export ---------------------------------------------------------------
+@needs_fixture
+def test_lora_trains_only_attention_adapters_and_checkpoints_only_them(compose_train) -> None:
+    cfg = compose_train(
+        *TINY_DATA, *LLADA2, "model.lora.r=4", "trainer.max_steps=5", "trainer.val_check_interval=5",
+        "trainer.limit_val_batches=1", "callbacks.closed_loop_eval=null",
+    )  # fmt: skip
+    module = build_module(cfg, instantiate(cfg.data))
+    adapters = [m for m in module.modules() if isinstance(m, LoRALinear)]
+    assert len(adapters) == 2 * 3  # query_key_value and dense in each of the 3 layers, nothing else
+    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
+    assert trainable and all(name.endswith(("lora_A", "lora_B")) for name in trainable)
+    assert all(p.dtype == torch.float32 for n, p in module.named_parameters() if n in trainable)
+    assert module.backbone.lm_head.weight.dtype == torch.bfloat16  # the frozen base stays bf16
+    # qkv: 64 -> (4 + 2 * 2) * 16 = 128, dense: 64 -> 64, r = 4: 4 * (64 + 128) + 4 * (64 + 64) per layer
+    assert sum(p.numel() for p in module.parameters() if p.requires_grad) == 3 * (4 * 192 + 4 * 128)
+
+    train(cfg)
+    checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert set(checkpoint["state_dict"]) == {f"backbone.{name.removeprefix('backbone.')}" for name in trainable}
+    [state] = checkpoint["optimizer_states"]
+    assert len(state["state"]) == len(trainable)
+
+
+@needs_fixture
+def test_full_fine_tuning_trains_evaluates_and_exports_in_the_original_layout(compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(
+        *TINY_DATA, *LLADA2, "trainer.max_steps=5", "trainer.val_check_interval=5", "trainer.limit_val_batches=1",
+        "callbacks.closed_loop_eval.num_episodes=2", "callbacks.closed_loop_eval.num_envs=2",
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    run = Path(cfg.paths.output_dir)
+    (run / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    trained = load_trained(run / "checkpoints" / "last.ckpt").module.backbone.eval()
+    assert next(trained.parameters()).dtype == torch.float32  # fp32 master weights for full fine-tuning
+    ids = torch.randint(7, 120, (2, 16))
+
+    out = export(run / "checkpoints" / "last.ckpt", tmp_path / "exported", dtype="float32")
+    with torch.no_grad():
+        torch.testing.assert_close(from_pretrained(out)(ids), trained(ids), rtol=0, atol=1e-6)
+    assert (out / "tokenizer.json").is_file() and "model.layers.2.mlp.experts.0.up_proj.weight" in load_file(
+        out / "model.safetensors"
+    )
+    shipped = export(run / "checkpoints" / "last.ckpt", tmp_path / "bf16")  # bf16, as the released weights
+    assert json.loads((shipped / "config.json").read_text())["dtype"] == "bfloat16"
+    written, expected = load_file(shipped / "model.safetensors"), checkpoint_state_dict(trained, torch.bfloat16)
+    assert written.keys() == expected.keys()
+    for key, tensor in expected.items():
+        torch.testing.assert_close(written[key], tensor, rtol=0, atol=0, msg=key)
+    assert next(from_pretrained(shipped, dtype="bfloat16").parameters()).dtype == torch.bfloat16
+
+    # FSDP's sharded last.ckpt/ (a torch.distributed.checkpoint directory) exports the same
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    sharded = tmp_path / "fsdp" / "checkpoints" / "last.ckpt"
+    dcp.save({"model": checkpoint["state_dict"]}, checkpoint_id=sharded)
+    shutil.copytree(run / ".hydra", tmp_path / "fsdp" / ".hydra")
+    again = export(sharded, tmp_path / "from_sharded", dtype="float32")
+    with torch.no_grad():
+        torch.testing.assert_close(from_pretrained(again)(ids), trained(ids), rtol=0, atol=1e-6)
+
+
+def test_merging_adapters_keeps_the_function() -> None:
+    from anyorder.models.lora import add_lora
+
+    model = random_model(random_config(2))
+    assert add_lora(model, r=2) == 2 * 3
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, LoRALinear):
+                module.lora_B.normal_()
+    ids = torch.randint(1, 50, (2, 10))
+    with torch.no_grad():
+        adapted = model(ids)
+        merge_lora(model)
+        assert not any(isinstance(m, LoRALinear) for m in model.modules())
+        torch.testing.assert_close(model(ids), adapted, rtol=1e-5, atol=1e-5)
+
+
+# -- sharding -----------------------------------------------------------------------------
+def test_fsdp_wraps_one_decoder_layer_per_unit(compose_train) -> None:
+    cfg = compose_train("strategy=fsdp", "trainer=gpu")
+    strategy = instantiate(cfg.trainer.strategy)
+    policy = strategy.kwargs["auto_wrap_policy"]
+    model = random_model(random_config(0))
+    units = [name for name, m in model.named_modules() if policy(module=m, recurse=False, nonwrapped_numel=0)]
+    assert units == [f"model.layers.{i}" for i in range(3)]
+    assert all(isinstance(model.get_submodule(name), DecoderLayer) for name in units)
+    tiny = build_module(compose_train(), instantiate(compose_train().data)).backbone
+    tiny_units = [name for name, m in tiny.named_modules() if policy(module=m, recurse=False, nonwrapped_numel=0)]
+    assert len(tiny_units) == 4  # the BERT default: one unit per encoder layer too
