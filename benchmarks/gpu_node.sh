@@ -9,6 +9,9 @@
 # line per step (exit code, seconds); the evaluation's metrics.json is copied beside them.
 # Data and run directories go to WORK (default: OUT_DIR/work); PYTHON picks the interpreter;
 # STEPS="gpu_tests eval_default" runs only the steps named (eval_default needs train_default's run).
+# LLADA2_DIR=<a LLaDA2 checkpoint directory> adds FSDP and LoRA runs of the native LLaDA2-MoE
+# and an export of the FSDP run (the device machine gets only the repository: copy
+# ../shared/fixtures/llada2_tiny into an ignored folder of the checkout and carry it).
 set -u -o pipefail
 out=${1:-gpu-check}
 work=${WORK:-$out/work}
@@ -38,6 +41,18 @@ step eval_default 150 $py -m anyorder.evaluate "ckpt_path=$run/checkpoints/last.
     eval.device=cuda eval.chunk_size=32 eval.num_episodes=200 eval.progress=false "hydra.run.dir=$work/default-eval"
 cp "$work/default-eval/metrics.json" "$out/eval_metrics.json" 2>/dev/null
 step bench_rollout 60 $py benchmarks/rollout.py --device cuda --chunk-size 32
+step bench_moe 120 $py benchmarks/moe.py --device cuda --dtype bfloat16 --experts 256 --tokens 16384 --repeats 5 \
+    --model --batch-size 8 --length 1024
+if [[ -n ${LLADA2_DIR:-} ]]; then  # a LLaDA2 checkpoint directory (e.g. the shared fixture, carried along)
+    step llada2_fsdp 180 $py -m anyorder.train model=llada2_mini "model.path=$LLADA2_DIR" trainer=gpu strategy=fsdp \
+        trainer.max_steps=20 trainer.val_check_interval=10 "hydra.run.dir=$work/llada2-fsdp" "paths.data_dir=$work/data" \
+        +trainer.enable_progress_bar=false
+    step llada2_lora 180 $py -m anyorder.train model=llada2_mini "model.path=$LLADA2_DIR" trainer=gpu model.lora.r=8 \
+        trainer.max_steps=20 trainer.val_check_interval=10 "hydra.run.dir=$work/llada2-lora" "paths.data_dir=$work/data" \
+        +trainer.enable_progress_bar=false
+    step llada2_export 60 $py -m anyorder.export "ckpt_path=$work/llada2-fsdp/checkpoints/last.ckpt" "out=$work/llada2-export" \
+        "hydra.run.dir=$work/llada2-export-run"
+fi
 step bench_pipeline 60 $py benchmarks/pipeline.py --device cuda --batch-size 256 --repeats 1
 step bench_pipeline_workers 60 $py benchmarks/pipeline.py --device cuda --batch-size 256 --repeats 1 --loader-workers 4
 cat "$out/summary.txt"

@@ -85,7 +85,7 @@ class LLaDA2Config:
                 raise ConfigError(name, f"{value!r} is not supported (only {supported!r})")
         known = {field.name for field in dataclasses.fields(cls)}
         values = {key: value for key, value in raw.items() if key in known}
-        values.setdefault("head_dim", raw["hidden_size"] // raw["num_attention_heads"])
+        values["head_dim"] = values.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"]
         values["num_shared_experts"] = values.get("num_shared_experts") or 0
         config = cls(**values)
         if config.num_experts % config.n_group:
@@ -152,7 +152,9 @@ class Attention(nn.Module):
         self.key_layernorm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.dense = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=config.use_bias)
 
-    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], keep: torch.Tensor | None):
+    def forward(
+        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], keep: torch.Tensor | None
+    ) -> torch.Tensor:
         batch, length, _ = x.shape
         qkv = self.query_key_value(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
         query, key, value = qkv.split([self.heads, self.kv_heads, self.kv_heads], dim=1)
@@ -219,6 +221,17 @@ class Experts(nn.Module):
         out = grouped_matmul(hidden, self.down_proj, ends)
         out = out[torch.argsort(order)].view(tokens, k, -1)  # back to (token, choice) order
         return (out.to(weights.dtype) * weights[..., None]).sum(dim=1).to(x.dtype)
+
+    def forward_loop(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The same sum by a Python loop over the experts: the independent reference that
+        ``forward`` is tested and benchmarked against (``benchmarks/moe.py``), never used to train."""
+        out = torch.zeros(x.shape, dtype=weights.dtype, device=x.device)
+        for e in range(self.gate_proj.shape[0]):
+            token, slot = torch.nonzero(chosen == e, as_tuple=True)
+            rows = x[token]
+            hidden = F.silu(rows @ self.gate_proj[e].T) * (rows @ self.up_proj[e].T)
+            out = out.index_add(0, token, (hidden @ self.down_proj[e].T).to(weights.dtype) * weights[token, slot, None])
+        return out.to(x.dtype)
 
 
 class Router(nn.Module):
