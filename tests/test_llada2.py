@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from safetensors.torch import load_file
 
 from anyorder.data.vocabulary import text_vocabulary
@@ -213,6 +213,14 @@ def test_lora_trains_only_attention_adapters_and_checkpoints_only_them(compose_t
     assert set(checkpoint["state_dict"]) == {f"backbone.{name.removeprefix('backbone.')}" for name in trainable}
     [state] = checkpoint["optimizer_states"]
     assert len(state["state"]) == len(trainable)
+
+    resumed = compose_train(*TINY_DATA, *LLADA2, "model.lora.r=4", "trainer.max_steps=7", "ckpt_path=last",
+                            "trainer.limit_val_batches=1", "callbacks.closed_loop_eval=null")  # fmt: skip
+    with open_dict(resumed):
+        resumed.paths.output_dir = cfg.paths.output_dir
+    train(resumed)  # the adapters-only checkpoint resumes onto the base reloaded from model.path
+    checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 7
 
 
 @needs_fixture

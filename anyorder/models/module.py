@@ -79,7 +79,8 @@ class AnyOrderModule(L.LightningModule):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.check_weights(checkpoint.get("state_dict", {}))
+        if "state_dict" in checkpoint:  # FSDP's sharded checkpoints load the weights apart, without this key
+            self.check_weights(checkpoint["state_dict"])
 
     def check_weights(self, state: dict[str, torch.Tensor]) -> None:
         """A checkpoint must hold every parameter that trains (all of them, if none is frozen)."""
