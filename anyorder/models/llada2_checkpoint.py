@@ -135,7 +135,8 @@ def save_pretrained(
         for file in source.iterdir():
             if file.is_file() and file.name != "config.json" and not file.name.endswith(_WEIGHT_SUFFIXES):
                 shutil.copy2(file, out / file.name)
-    config.update(asdict(model.config))
+    if not config:  # no source directory: the fields this implementation reads
+        config = asdict(model.config)
     config.update({"model_type": "llada2_moe", "dtype": str(dtype).removeprefix("torch.")})
     config.setdefault("architectures", ["LLaDA2MoeModelLM"])
     _write_text(out / "config.json", json.dumps(config, indent=2))
