@@ -161,7 +161,6 @@ def test_a_sharded_save_loads_back_with_the_same_logits(tmp_path: Path) -> None:
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1
     assert "model.layers.1.mlp.experts.7.down_proj.weight" in index["weight_map"]  # the upstream key names
-    (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text())
     loaded = from_pretrained(tmp_path)
     ids = torch.randint(1, 50, (2, 10))
     with torch.no_grad():
