@@ -290,3 +290,36 @@ def test_fsdp_wraps_one_decoder_layer_per_unit(compose_train) -> None:
     tiny = build_module(compose_train(), instantiate(compose_train().data)).backbone
     tiny_units = [name for name, m in tiny.named_modules() if policy(module=m, recurse=False, nonwrapped_numel=0)]
     assert len(tiny_units) == 4  # the BERT default: one unit per encoder layer too
+
+
+@needs_fixture
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_under_fsdp_only_rank_zero_reads_the_checkpoint(compose_train, monkeypatch, lora_r: int) -> None:
+    """strategy=fsdp broadcasts rank 0's weights (sync_module_states): the other ranks hold no
+    weights on the host, only a meta skeleton whose tensors match rank 0's by name, shape and
+    dtype; filling it with rank 0's tensors (what the broadcast does) gives rank 0's model."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    cfg = compose_train(*TINY_DATA, *LLADA2, "strategy=fsdp", "trainer=gpu", f"model.lora.r={lora_r}")
+    assert cfg.trainer.strategy.sync_module_states and cfg.model.backbone.load_on_rank_zero_only
+    data = instantiate(cfg.data)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    torch.manual_seed(0)
+    skeleton = build_module(cfg, data).backbone
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    torch.manual_seed(0)
+    loaded = build_module(cfg, data).backbone
+    tensors = {**dict(skeleton.named_parameters()), **dict(skeleton.named_buffers())}
+    assert tensors and all(t.is_meta for t in tensors.values())
+    reference = {**dict(loaded.named_parameters()), **dict(loaded.named_buffers())}
+    assert not any(t.is_meta for t in reference.values())
+    assert {k: (t.shape, t.dtype, t.requires_grad) for k, t in tensors.items()} == {
+        k: (t.shape, t.dtype, t.requires_grad) for k, t in reference.items()
+    }
+    skeleton.to_empty(device="cpu")
+    with torch.no_grad():
+        for name, tensor in {**dict(skeleton.named_parameters()), **dict(skeleton.named_buffers())}.items():
+            tensor.copy_(reference[name])
+    ids = load_file(FIXTURE / "reference_outputs.safetensors")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(skeleton.eval()(ids), loaded.eval()(ids), rtol=0, atol=0)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreTrainedModel
 
@@ -142,6 +143,7 @@ def llada2(
     dtype: str = "float32",
     gradient_checkpointing: bool = False,
     lora: dict[str, Any] | None = None,
+    load_on_rank_zero_only: bool = False,
     vocab_size: int | None = None,
     max_length: int | None = None,
 ) -> nn.Module:
@@ -150,6 +152,9 @@ def llada2(
     Full fine-tuning loads ``dtype`` (float32: the optimizer's master weights; the trainer's
     ``bf16-mixed`` computes in bf16). With ``lora.r > 0`` the base is frozen in
     ``lora.base_dtype`` (bf16) and only adapters on ``lora.targets`` train, in float32.
+    With ``load_on_rank_zero_only`` (set when the FSDP strategy broadcasts rank 0's
+    weights, ``sync_module_states``) the other ranks build the model on the meta device:
+    the host holds one copy of the checkpoint per node group, not one per GPU.
     """
     from anyorder.models.llada2 import from_pretrained
     from anyorder.models.lora import DEFAULT_TARGETS, add_lora
@@ -157,7 +162,10 @@ def llada2(
     directory = check_model_directory(path)
     settings = dict(lora or {})
     adapted = settings.get("r", 0) > 0
-    model = from_pretrained(directory, settings.get("base_dtype", "bfloat16") if adapted else dtype)
+    load = not load_on_rank_zero_only or rank_zero_only.rank == 0
+    model = from_pretrained(directory, settings.get("base_dtype", "bfloat16") if adapted else dtype, load=load)
+    if load_on_rank_zero_only and load:
+        print("LLaDA2: rank 0 loads the checkpoint; the other ranks receive it from FSDP (sync_module_states)")
     check_fits(vocab_size, max_length, model.vocab_size, model.config)
     model.gradient_checkpointing = gradient_checkpointing
     if adapted:

@@ -343,11 +343,13 @@ class LLaDA2MoE(nn.Module):
         return self.lm_head(self.model.norm(hidden))
 
 
-def from_pretrained(path: str | Path, dtype: str | torch.dtype = "float32") -> LLaDA2MoE:
+def from_pretrained(path: str | Path, dtype: str | torch.dtype = "float32", load: bool = True) -> LLaDA2MoE:
     """A LLaDA2.0 checkpoint directory (``config.json`` + safetensors, sharded or not) as :class:`LLaDA2MoE`.
 
     The model is built on the meta device and the checkpoint's tensors are assigned to it,
-    so the host holds the weights once, never a random initialisation beside them.
+    so the host holds the weights once, never a random initialisation beside them. With
+    ``load=False`` it stays on the meta device (no memory at all): for ranks that receive
+    their weights from rank 0 when FSDP shards the model (``sync_module_states``).
     """
     from anyorder.models.llada2_checkpoint import read_state_dict
 
@@ -355,18 +357,19 @@ def from_pretrained(path: str | Path, dtype: str | torch.dtype = "float32") -> L
     config = LLaDA2Config.from_file(directory / "config.json")
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     with torch.device("meta"):
-        model = LLaDA2MoE(config)
-    state = read_state_dict(directory, config, dtype)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        detail = "; ".join(
-            f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected))
-            if keys
-        )
-        raise DataError(directory, f"the weights do not fit its config.json ({detail})")
-    model.load_state_dict(state, assign=True)
+        model = LLaDA2MoE(config).to(dtype)
+    if load:
+        state = read_state_dict(directory, config, dtype)
+        expected = set(model.state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            detail = "; ".join(
+                f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                for label, keys in (("missing", missing), ("unexpected", unexpected))
+                if keys
+            )
+            raise DataError(directory, f"the weights do not fit its config.json ({detail})")
+        model.load_state_dict(state, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.word_embeddings.weight
     return model.eval()
