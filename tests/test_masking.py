@@ -15,11 +15,12 @@ from anyorder.data.tokenizer import TrajectoryTokenizer
 from anyorder.data.vocabulary import Vocabulary
 from anyorder.errors import ConfigError
 from anyorder.masking import (
-    ActionMasking,
+    ActionInpainting,
     AttributeMasking,
     CellMasking,
     MaskingCallback,
     Mixture,
+    NextActionMasking,
     StepMasking,
     UniformMasking,
 )
@@ -38,37 +39,40 @@ def layout_batch(window: int, batch: int, padded_steps: int = 0) -> dict[str, to
     return tokenizer.assemble(missions, steps, valid)
 
 
-def hide(strategy, batch, rate: float, seed: int = 0):
+def hide(strategy, batch, rate: float, seed: int = 0, at_least_one: bool = False):
     generator = torch.Generator().manual_seed(seed)
     rates = torch.full((batch["kind"].shape[0],), rate)
-    return strategy(batch["kind"], batch["step"], batch["cell"], rates, generator)
+    return strategy(batch["kind"], batch["step"], batch["cell"], rates, generator, at_least_one)
 
 
-def expected_rate(rate: float, units: int) -> float:
-    """Unit rate with the floor p >= 1/n and the at-least-one-unit rule: p + (1 - p)^n / n."""
+def expected_rate(rate: float, units: int, at_least_one: bool = False) -> float:
+    """A fixed rate hides each unit with probability p. The random-t rule raises p to >= 1/n
+    and forces one unit when none came up: p + (1 - p)^n / n."""
+    if not at_least_one:
+        return rate
     rate = max(rate, 1 / units)
     return rate + (1 - rate) ** units / units
 
 
 @settings(max_examples=15, deadline=None)
-@given(rate=st.floats(0.05, 1.0), window=st.integers(1, 3))
-def test_uniform_rate_and_scope(rate: float, window: int) -> None:
+@given(rate=st.floats(0.05, 1.0), window=st.integers(1, 3), at_least_one=st.booleans())
+def test_uniform_rate_and_scope(rate: float, window: int, at_least_one: bool) -> None:
     batch = layout_batch(window, 64)
-    sample = hide(UniformMasking(), batch, rate)
+    sample = hide(UniformMasking(), batch, rate, at_least_one=at_least_one)
     kind = batch["kind"]
     assert not sample.mask[(kind == TokenKind.PAD) | (kind == TokenKind.SPECIAL)].any()
     n = int(sample.maskable[0].sum())
     assert n == window * 149 + 4
     observed = sample.mask.float().sum() / sample.maskable.float().sum()
     sd = math.sqrt(rate * (1 - rate) / (64 * n))
-    assert abs(observed - expected_rate(rate, n)) < 5 * sd + 1e-3
+    assert abs(observed - expected_rate(rate, n, at_least_one)) < 5 * sd + 1e-3
 
 
 @settings(max_examples=15, deadline=None)
-@given(rate=st.floats(0.05, 0.95), window=st.integers(1, 3))
-def test_cell_hides_whole_cells_at_the_rate(rate: float, window: int) -> None:
+@given(rate=st.floats(0.05, 0.95), window=st.integers(1, 3), at_least_one=st.booleans())
+def test_cell_hides_whole_cells_at_the_rate(rate: float, window: int, at_least_one: bool) -> None:
     batch = layout_batch(window, 64)
-    sample = hide(CellMasking(), batch, rate)
+    sample = hide(CellMasking(), batch, rate, at_least_one=at_least_one)
     kind = batch["kind"]
     assert torch.isin(kind[sample.mask], torch.tensor(CELL_KINDS)).all()
     # per (sample, step, cell): 0 or 3 attributes hidden, never 1 or 2
@@ -80,7 +84,7 @@ def test_cell_hides_whole_cells_at_the_rate(rate: float, window: int) -> None:
     units = window * NUM_CELLS
     observed = (counts == 3).float().mean()
     sd = math.sqrt(rate * (1 - rate) / (64 * units))
-    assert abs(observed - expected_rate(rate, units)) < 5 * sd + 1e-3
+    assert abs(observed - expected_rate(rate, units, at_least_one)) < 5 * sd + 1e-3
 
 
 @settings(max_examples=15, deadline=None)
@@ -100,7 +104,7 @@ def test_attribute_hides_single_attributes_independently(rate: float) -> None:
 
 def test_step_hides_whole_observations_but_not_actions() -> None:
     batch = layout_batch(3, 256)
-    sample = hide(StepMasking(), batch, 0.4)
+    sample = hide(StepMasking(), batch, 0.4, at_least_one=True)
     kind, step = batch["kind"], batch["step"]
     assert not sample.mask[kind == TokenKind.ACTION].any()
     observation = torch.isin(kind, torch.tensor([*CELL_KINDS, int(TokenKind.DIRECTION)]))
@@ -108,22 +112,46 @@ def test_step_hides_whole_observations_but_not_actions() -> None:
         block = sample.mask[:, (step[0] == s) & observation[0]]
         assert (block.all(1) | ~block.any(1)).all()  # a step is hidden whole or not at all
     hidden_steps = torch.stack([sample.mask[:, (step[0] == s) & observation[0]].all(1) for s in range(3)], 1)
-    assert abs(hidden_steps.float().mean() - expected_rate(0.4, 3)) < 0.06
+    assert abs(hidden_steps.float().mean() - expected_rate(0.4, 3, at_least_one=True)) < 0.06
 
 
-def test_action_hides_only_actions_and_skips_padding() -> None:
+def test_action_inpainting_hides_only_actions_and_skips_padding() -> None:
     batch = layout_batch(4, 512, padded_steps=1)
-    sample = hide(ActionMasking(), batch, 0.5)
+    sample = hide(ActionInpainting(), batch, 0.5)
     kind = batch["kind"]
     assert (kind[sample.mask] == TokenKind.ACTION).all()
     assert sample.maskable.sum(1).eq(3).all()  # the padded step's action is not there
-    assert abs(sample.mask.sum(1).float().mean() / 3 - expected_rate(0.5, 3)) < 0.05
+    assert abs(sample.mask.sum(1).float().mean() / 3 - 0.5) < 0.05
+    # it often leaves the last action visible: it is not the next-action question
+    final = sample.mask[:, -1]
+    assert 0.4 < final.float().mean() < 0.6 and (sample.mask[:, :-1].any(1) & ~final).any()
 
 
-def test_tiny_rates_are_raised_to_one_unit_in_expectation() -> None:
+@pytest.mark.parametrize("rate", [0.01, 0.5, 1.0])
+@pytest.mark.parametrize("at_least_one", [False, True])
+def test_next_action_asks_exactly_the_policy_query(rate: float, at_least_one: bool) -> None:
+    from anyorder.masking.queries import policy_query
+
+    batch = layout_batch(3, 64, padded_steps=1)
+    sample = hide(NextActionMasking(), batch, rate, at_least_one=at_least_one)
+    assert torch.equal(sample.mask, policy_query(batch))
+    assert torch.equal(sample.rate, torch.ones(64))  # one unit hidden for sure: the 1/t weight is 1
+
+
+def test_a_fixed_rate_means_the_same_share_at_any_window() -> None:
+    """Step masking at window 2 has two units; p is still the expected hidden share, and
+    samples that hide nothing occur (the objective leaves them out)."""
+    for window in (1, 2, 4):
+        sample = hide(StepMasking(), layout_batch(window, 4000), 0.15)
+        share = sample.mask.sum(1).float() / sample.maskable.sum(1)
+        assert abs(share.mean() - 0.15) < 0.015
+        assert abs((~sample.mask.any(1)).float().mean() - 0.85**window) < 0.03
+
+
+def test_tiny_random_times_are_raised_to_one_unit_in_expectation() -> None:
     batch = layout_batch(1, 4000)
-    sample = hide(CellMasking(), batch, 1e-4)
-    assert torch.allclose(sample.rate, torch.full((4000,), 1 / NUM_CELLS))
+    sample = hide(CellMasking(), batch, 1e-4, at_least_one=True)
+    assert torch.allclose(sample.rate, torch.full((4000,), expected_rate(1e-4, NUM_CELLS, at_least_one=True)))
     hidden_cells = sample.mask.sum(1) / 3
     assert (hidden_cells >= 1).all()  # every sample trains on something
     assert abs(hidden_cells.mean() - 1.37) < 0.05  # E = 1 + P(none drawn) = 1 + (48/49)^49
@@ -131,12 +159,15 @@ def test_tiny_rates_are_raised_to_one_unit_in_expectation() -> None:
 
 def test_mixture_picks_one_strategy_per_sample_with_its_weight() -> None:
     batch = layout_batch(2, 2000)
-    sample = hide(Mixture([ActionMasking(), CellMasking()], [0.25, 0.75]), batch, 0.5)
+    sample = hide(Mixture([ActionInpainting(), CellMasking()], [0.25, 0.75]), batch, 0.5)
     kinds = batch["kind"]
     action_only = ((kinds == TokenKind.ACTION) | ~sample.mask).all(1)
     cells_only = (torch.isin(kinds, torch.tensor(CELL_KINDS)) | ~sample.mask).all(1)
-    assert (action_only ^ cells_only).all()
-    assert abs(action_only.float().mean() - 0.25) < 0.04
+    chosen = sample.group == 0
+    assert action_only[chosen].all() and cells_only[~chosen].all()
+    assert not cells_only[chosen & sample.mask.any(1)].any()
+    assert abs(chosen.float().mean() - 0.25) < 0.04
+    assert torch.allclose(sample.group_weights, torch.tensor([0.25, 0.75]))
 
 
 def test_stratified_times_cover_the_interval() -> None:
@@ -193,3 +224,49 @@ def test_mask_picture_shows_hidden_cells_as_white_triples() -> None:
     assert (hidden.all(1) | ~hidden.any(1)).all() and hidden.any()
     assert (first[2, 147:] == VISIBLE).all()  # direction and action stay visible under cell masking
     assert (first[0, :4] != PAD).all() and (first[0, 4:] == PAD).all()
+
+
+@pytest.mark.parametrize("random_time", [False, True])
+def test_each_strategy_gets_its_mixture_weight_as_its_share_of_the_loss(random_time: bool) -> None:
+    """With every token equally hard, strategy k's share of the loss is its weight w_k, although
+    the strategies hide from 1 (next action) to ~150 (a step) tokens per sample."""
+    from anyorder.masking.rates import sample_rates
+    from anyorder.models.objective import masked_diffusion_loss
+
+    strategies = [
+        UniformMasking(), AttributeMasking(), CellMasking(), StepMasking(), ActionInpainting(), NextActionMasking()
+    ]  # fmt: skip
+    weights = torch.arange(1.0, 7.0) / 21
+    batch = layout_batch(2, 6000, padded_steps=0)
+    size = batch["kind"].shape[0]
+    rate = sample_rates(size, None if random_time else 0.3, 1e-3, 1.0, torch.device("cpu"), torch.Generator())
+    generator = torch.Generator().manual_seed(0)
+    sample = Mixture(strategies, weights.tolist())(
+        batch["kind"], batch["step"], batch["cell"], rate, generator, at_least_one=random_time
+    )
+    logits = torch.zeros(*batch["kind"].shape, 5)  # CE = log 5 at every position
+    targets = torch.zeros_like(batch["kind"])
+    valid = batch["kind"] != TokenKind.PAD
+    out = masked_diffusion_loss(
+        logits, targets, sample.mask, valid, sample.maskable, sample.rate if random_time else None,
+        sample.group, sample.group_weights,
+    )  # fmt: skip
+    contribution = out.sample_weight * out.sample_loss
+    share = torch.stack([contribution[sample.group == k].sum() for k in range(6)]) / out.loss
+    assert torch.allclose(share, weights, atol=0.02 if random_time else 1e-5)
+    # what a mean over hidden tokens would have given the next-action question: almost nothing
+    tokens = torch.stack([sample.mask[sample.group == k].sum() for k in range(6)]).float()
+    assert tokens[5] / tokens.sum() < 0.02
+
+
+def test_samples_that_hide_nothing_are_left_out() -> None:
+    from anyorder.models.objective import masked_diffusion_loss
+
+    logits, targets = torch.randn(4, 6, 3), torch.randint(0, 3, (4, 6))
+    mask = torch.zeros(4, 6, dtype=torch.bool)
+    mask[0, 1] = mask[1, 2:5] = True  # samples 2 and 3 hide nothing
+    valid = torch.ones_like(mask)
+    out = masked_diffusion_loss(logits, targets, mask, valid)
+    assert torch.equal(out.sample_weight, torch.tensor([0.5, 0.5, 0.0, 0.0]))
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 3), targets.reshape(-1), reduction="none").reshape(4, 6)
+    assert torch.allclose(out.loss, (ce[0, 1] + ce[1, 2:5].mean()) / 2)

@@ -1,4 +1,4 @@
-"""The masked-diffusion loss: padding never counts, fixed rate is a mean, random t is 1/t-weighted."""
+"""The masked-diffusion loss: padding never counts, samples are weighed equally, random t is 1/t-weighted."""
 
 from __future__ import annotations
 
@@ -27,19 +27,24 @@ def test_padding_never_counts_even_if_a_strategy_masks_it() -> None:
     noisy_logits, noisy_targets = logits.clone(), targets.clone()
     noisy_logits[:, :3] = 100 * torch.randn(3, 3, 7)
     noisy_targets[:, :3] = 0
+    everywhere = torch.ones_like(valid)  # a strategy that (wrongly) calls padding maskable
     for time in (None, torch.tensor([0.2, 0.5, 0.9])):
         a = masked_diffusion_loss(logits, targets, mask & valid, valid, valid, time).loss
-        b = masked_diffusion_loss(noisy_logits, noisy_targets, mask_with_pad, valid, valid, time).loss
+        b = masked_diffusion_loss(noisy_logits, noisy_targets, mask_with_pad, valid, everywhere, time).loss
         assert torch.allclose(a, b)
     assert torch.allclose(clean, masked_diffusion_loss(noisy_logits, noisy_targets, mask_with_pad, valid).loss)
 
 
-def test_fixed_rate_is_the_mean_over_hidden_tokens() -> None:
+def test_fixed_rate_is_the_mean_over_samples_of_each_samples_hidden_mean() -> None:
     logits, targets, mask, valid = make_inputs(1)
+    mask[0] = True  # samples hiding 7 and 1 tokens: as many votes each
+    mask[1] = False
+    mask[1, 5] = True
     scored = mask & valid
     ce = F.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1), reduction="none").reshape(3, 10)
     out = masked_diffusion_loss(logits, targets, mask, valid)
-    assert torch.allclose(out.loss, ce[scored].mean())
+    assert torch.allclose(out.loss, torch.stack([ce[b][scored[b]].mean() for b in range(3)]).mean())
+    assert not torch.allclose(out.loss, ce[scored].mean())  # samples, not tokens, are weighed equally
     assert out.token_nll.shape == (int(scored.sum()),)
 
 

@@ -38,7 +38,7 @@ SMALL = [
         ["experiment=scheduled_masking"],
         ["masking=uniform", "masking.prob=0.3"],
         ["masking=step", "schedule@masking.schedule=linear"],
-        ["masking=action", "strategy=ddp"],
+        ["masking=action_inpainting", "strategy=ddp"],
         ["trainer=gpu"],
         ["model=tiny_prenorm"],
     ],

@@ -2,22 +2,24 @@
 
 from anyorder.masking.callback import MaskingCallback
 from anyorder.masking.strategies import (
-    ActionMasking,
+    ActionInpainting,
     AttributeMasking,
     CellMasking,
     MaskingStrategy,
     Mixture,
+    NextActionMasking,
     StepMasking,
     UniformMasking,
 )
 
 __all__ = [
-    "ActionMasking",
+    "ActionInpainting",
     "AttributeMasking",
     "CellMasking",
     "MaskingCallback",
     "MaskingStrategy",
     "Mixture",
+    "NextActionMasking",
     "StepMasking",
     "UniformMasking",
 ]

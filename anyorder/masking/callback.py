@@ -1,7 +1,8 @@
 """MaskingCallback: hides tokens of every batch before the step sees it.
 
 Masking is a callback, not module code, so strategies plug in without touching the
-model: the callback writes ``mask`` (and ``maskable``; ``mask_time`` when t is random)
+model: the callback writes ``mask`` (and ``maskable``, ``mask_group`` and
+``mask_group_weights`` for each mixture strategy's share; ``mask_time`` when t is random)
 into the batch dict and the module's loss reads whatever mask the batch carries.
 Validation batches are masked from a generator seeded by the batch index, so
 ``val/loss`` of one run is comparable from epoch to epoch.
@@ -45,9 +46,11 @@ class MaskingCallback(L.Callback):
         """Add the mask keys to ``batch`` in place; returns the effective per-sample rates."""
         kind = batch["kind"]
         rate = sample_rates(kind.shape[0], self.prob, self.eps, self.schedule(step), kind.device, generator)
-        sample = self.strategy(kind, batch["step"], batch["cell"], rate, generator)
+        sample = self.strategy(kind, batch["step"], batch["cell"], rate, generator, at_least_one=self.prob is None)
         batch["mask"] = sample.mask
         batch["maskable"] = sample.maskable
+        batch["mask_group"] = sample.group
+        batch["mask_group_weights"] = sample.group_weights
         if self.prob is None:
             batch["mask_time"] = sample.rate
         else:

@@ -5,32 +5,49 @@ position a unit id (-1 = never hidden), and each unit is hidden independently wi
 sample's rate, taking all of its positions with it. ``cell`` makes a cell's three
 attribute tokens one unit, ``step`` a whole observation, and so on.
 
-A rate below 1/n for a sample with n units would hide nothing most of the time, and the
-masked-diffusion weight 1/t would then blow up on the rare token it does hide. Rates are
-therefore raised to at least 1/n (the *effective* rate, returned for the loss), and a
-sample in which no unit came up still hides the one with the smallest draw.
+At a fixed rate p that is all: the expected hidden share is p at any window length, and a
+sample that happens to hide nothing is left out of the loss (see
+:mod:`anyorder.models.objective`). With random time t the masked-diffusion weight 1/t would
+blow up on the rare token a tiny t hides, so there the rate is raised to at least 1/n for a
+sample with n units and a sample in which no unit came up still hides the one with the
+smallest draw. The *effective* rate returned for the loss is then the expected share of
+units this rule hides, ``t' + (1 - t')^n / n`` with ``t' = max(t, 1/n)``, which keeps the
+1/(rate * N) weight unbiased (and each mixture strategy's share of the loss its weight).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from anyorder.data.layout import NUM_CELLS, TokenKind
 from anyorder.errors import ConfigError
-from anyorder.masking.queries import of_kinds
+from anyorder.masking.queries import last_step, of_kinds
+
+
+def _one_group(batch: int, device: torch.device) -> torch.Tensor:
+    return torch.zeros(batch, dtype=torch.long, device=device)
 
 
 @dataclass(frozen=True)
 class MaskSample:
-    """``mask``: positions hidden; ``maskable``: positions the strategy could have hidden."""
+    """``mask``: positions hidden; ``maskable``: positions the strategy could have hidden;
+    ``group``: which mixture strategy masked each sample, ``group_weights`` their weights."""
 
     mask: torch.Tensor  # bool [B, L]
     maskable: torch.Tensor  # bool [B, L]
-    rate: torch.Tensor  # float [B]: the effective rate, max(requested, 1 / units)
+    rate: torch.Tensor  # float [B]: the expected hidden share of units (see the module docstring)
+    group: torch.Tensor = field(default=None)  # long [B]
+    group_weights: torch.Tensor = field(default=None)  # float [K]
+
+    def __post_init__(self) -> None:
+        if self.group is None:
+            object.__setattr__(self, "group", _one_group(self.mask.shape[0], self.mask.device))
+        if self.group_weights is None:
+            object.__setattr__(self, "group_weights", torch.ones(1, device=self.mask.device))
 
 
 class MaskingStrategy(ABC):
@@ -47,13 +64,17 @@ class MaskingStrategy(ABC):
         cell: torch.Tensor,
         rate: torch.Tensor,
         generator: torch.Generator | None = None,
+        at_least_one: bool = False,
     ) -> MaskSample:
+        """``at_least_one``: the random-t rule (rate floored at 1/units, one unit forced)."""
         units = self.units(kind, step, cell)
-        return sample_units(units, rate, generator)
+        return sample_units(units, rate, generator, at_least_one)
 
 
-def sample_units(units: torch.Tensor, rate: torch.Tensor, generator: torch.Generator | None) -> MaskSample:
-    """Hide each unit with probability ``rate[b]``; at least one unit per sample that has any."""
+def sample_units(
+    units: torch.Tensor, rate: torch.Tensor, generator: torch.Generator | None, at_least_one: bool = False
+) -> MaskSample:
+    """Hide each unit with probability ``rate[b]``; with ``at_least_one``, the random-t rule."""
     batch, length = units.shape
     maskable = units >= 0
     index = units.clamp(min=0)
@@ -62,12 +83,18 @@ def sample_units(units: torch.Tensor, rate: torch.Tensor, generator: torch.Gener
         .scatter_reduce(1, index, maskable.float(), reduce="amax", include_self=True)
         .bool()
     )
-    rate = torch.maximum(rate.float(), 1.0 / exists.sum(dim=1).clamp(min=1))
+    rate = rate.float()
+    count = exists.sum(dim=1).clamp(min=1)
+    if at_least_one:
+        rate = torch.maximum(rate, 1.0 / count)
     draws = torch.rand(batch, length, device=units.device, generator=generator)
     draws = torch.where(exists, draws, torch.full_like(draws, 2.0))
     hidden = draws < rate[:, None]
-    forced = torch.zeros_like(hidden).scatter_(1, draws.argmin(dim=1, keepdim=True), True)
-    hidden |= forced & exists & ~hidden.any(dim=1, keepdim=True)
+    if at_least_one:
+        forced = torch.zeros_like(hidden).scatter_(1, draws.argmin(dim=1, keepdim=True), True)
+        hidden |= forced & exists & ~hidden.any(dim=1, keepdim=True)
+        # the expected share of units hidden under the rule, so that 1/(rate * N) stays unbiased
+        rate = rate + (1 - rate) ** count / count
     mask = torch.gather(hidden, 1, index) & maskable
     return MaskSample(mask=mask, maskable=maskable, rate=rate)
 
@@ -114,11 +141,34 @@ class StepMasking(MaskingStrategy):
         return torch.where(of_kinds(kind, (*_CELL, TokenKind.DIRECTION)), step, -1)
 
 
-class ActionMasking(MaskingStrategy):
-    """Actions only: behaviour cloning (and inverse modelling for actions between observations)."""
+class ActionInpainting(MaskingStrategy):
+    """Any of the window's actions at the rate: action in-painting (inverse modelling for the
+    actions between observations). Often leaves the last action visible, so it is *not* the
+    next-action question; that is :class:`NextActionMasking`."""
 
     def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         return _positions(kind, kind == TokenKind.ACTION)
+
+
+class NextActionMasking(MaskingStrategy):
+    """Exactly the policy query: the last step's action, always (one unit, so any rate hides
+    it). Behaviour cloning is this strategy alone."""
+
+    def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        final = last_step({"kind": kind, "step": step}) & (kind == TokenKind.ACTION)
+        return _positions(kind, final)
+
+    def __call__(
+        self,
+        kind: torch.Tensor,
+        step: torch.Tensor,
+        cell: torch.Tensor,
+        rate: torch.Tensor,
+        generator: torch.Generator | None = None,
+        at_least_one: bool = False,
+    ) -> MaskSample:
+        # the question is the same at any rate; t is reported as 1, so the 1/t weight is 1
+        return sample_units(self.units(kind, step, cell), torch.ones_like(rate, dtype=torch.float), generator)
 
 
 class Mixture(MaskingStrategy):
@@ -152,15 +202,17 @@ class Mixture(MaskingStrategy):
         cell: torch.Tensor,
         rate: torch.Tensor,
         generator: torch.Generator | None = None,
+        at_least_one: bool = False,
     ) -> MaskSample:
-        choice = torch.multinomial(self._weights_on(kind.device), kind.shape[0], replacement=True, generator=generator)
+        weights = self._weights_on(kind.device)
+        choice = torch.multinomial(weights, kind.shape[0], replacement=True, generator=generator)
         mask = torch.zeros_like(kind, dtype=torch.bool)
         maskable = torch.zeros_like(mask)
         effective = rate.float().clone()
         for index, strategy in enumerate(self.strategies):
             chosen = choice == index
-            sample = strategy(kind, step, cell, rate, generator)
+            sample = strategy(kind, step, cell, rate, generator, at_least_one)
             mask = torch.where(chosen[:, None], sample.mask, mask)
             maskable = torch.where(chosen[:, None], sample.maskable, maskable)
             effective = torch.where(chosen, sample.rate, effective)
-        return MaskSample(mask=mask, maskable=maskable, rate=effective)
+        return MaskSample(mask=mask, maskable=maskable, rate=effective, group=choice, group_weights=weights)

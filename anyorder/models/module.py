@@ -112,6 +112,8 @@ class AnyOrderModule(L.LightningModule):
             valid=batch["kind"] != TokenKind.PAD,
             maskable=batch.get("maskable"),
             time=batch.get("mask_time"),
+            group=batch.get("mask_group"),
+            group_weights=batch.get("mask_group_weights"),
         )
 
     # -- steps ----------------------------------------------------------------------------
