@@ -24,7 +24,7 @@ from anyorder.errors import report_errors, require_at_least
 from anyorder.eval.checkpoint import TrainedRun, load_trained
 from anyorder.eval.metrics import area_under_curve, wilson_interval
 from anyorder.eval.rollout import BotPolicy, ModelPolicy, run_rollouts
-from anyorder.eval.seeds import check_held_out, default_seed_start
+from anyorder.eval.seeds import OFFLINE_SPLIT, check_held_out, eval_seeds
 from anyorder.eval.tasks import TaskEvaluator
 from anyorder.eval.visualize import render_observation, robustness_figure, save_gif, save_png, side_by_side
 from anyorder.masking.queries import world_model_query
@@ -63,8 +63,8 @@ def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictCon
 
 
 def world_model_pictures(run: TrainedRun, evaluator: TaskEvaluator, count: int = 4) -> list[np.ndarray]:
-    """True (left) and predicted (right) last observation of a few held-out windows."""
-    batch = next(iter(run.datamodule.test_dataloader()))
+    """True (left) and predicted (right) last observation of a few validation windows."""
+    batch = next(iter(run.datamodule.val_dataloader()))
     batch = {key: value[:count].to(run.module.device) for key, value in batch.items()}
     decoded = evaluator.decode(batch, world_model_query(batch))
     tokenizer = run.datamodule.tokenizer
@@ -84,11 +84,11 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     run.datamodule.prepare_data()
     meta = read_meta(run.datamodule.directory)
     level = settings.level or meta["level"]
-    start = settings.seed_start if settings.seed_start is not None else default_seed_start(meta)
-    check_held_out(level, start, settings.num_episodes, meta)
-    seeds = list(range(start, start + settings.num_episodes))
+    block = eval_seeds(meta["seed"], settings.split, settings.num_episodes)
+    check_held_out(level, block, meta)
+    seeds = list(block)
 
-    run.datamodule.setup("test")
+    offline = OFFLINE_SPLIT[settings.split]
     evaluator = TaskEvaluator(
         run.module,
         run.datamodule.tokenizer.vocabulary,
@@ -96,7 +96,8 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         settings.occlusion_fractions,
         seed=settings.seed,
     )
-    tasks = evaluator.run(run.datamodule.test_dataloader(), settings.test_batches, settings.progress)
+    loader = run.datamodule.val_dataloader() if offline == "val" else run.datamodule.test_dataloader()
+    tasks = evaluator.run(loader, settings.query_batches, settings.progress)
     loop = closed_loop(run, level, seeds, settings)
 
     fractions = [float(f) for f in settings.occlusion_fractions]
@@ -107,7 +108,9 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "checkpoint": str(run.checkpoint),
         "level": level,
         "trained_level": meta["level"],
-        "seeds": [start, start + settings.num_episodes],
+        "split": settings.split,
+        "offline_split": offline,
+        "seeds": [block.start, block.stop],
         "success_rate": clean["success_rate"],
         "success_ci95": clean["ci95"],
         "mean_episode_length": clean["mean_length"],
@@ -165,15 +168,15 @@ def format_table(metrics: dict[str, Any]) -> str:
     tasks, robust = metrics["tasks"], metrics["robustness"]
     low, high = metrics["success_ci95"]
     lines = [
-        f"level {metrics['level']} (trained on {metrics['trained_level']}), held-out seeds "
-        f"[{metrics['seeds'][0]}, {metrics['seeds'][1]})",
+        f"level {metrics['level']} (trained on {metrics['trained_level']}), {metrics['split']} split: "
+        f"closed-loop seeds [{metrics['seeds'][0]}, {metrics['seeds'][1]}), {metrics['offline_split']} windows",
         f"{'success rate':<42}{metrics['success_rate']:>7.3f}   95% CI [{low:.3f}, {high:.3f}]",
         f"{'mean episode length (model / bot)':<42}{metrics['mean_episode_length']:>7.1f} / "
         f"{metrics['bot']['mean_length']:.1f}   (bot success {metrics['bot']['success_rate']:.3f})",
         f"{'world-model NLL (nats per obs token / cell)':<42}{tasks['world_model']['nll_per_token']:>7.3f} / "
         f"{tasks['world_model']['nll_per_cell']:.3f}",
         f"{'world-model exact cells (decoded)':<42}{tasks['world_model']['exact_cell_accuracy']:>7.3f}",
-        f"{'action accuracy (test split)':<42}{tasks['policy']['accuracy']:>7.3f}",
+        f"{'action accuracy':<42}{tasks['policy']['accuracy']:>7.3f}",
         f"{'inverse-model accuracy':<42}{tasks['inverse']['accuracy']:>7.3f}",
         f"{'mission inference (exact / token acc.)':<42}{tasks['mission']['exact_match']:>7.3f} / "
         f"{tasks['mission']['token_accuracy']:.3f}",

@@ -26,7 +26,7 @@ from anyorder.eval.checkpoint import load_trained
 from anyorder.eval.metrics import area_under_curve, wilson_interval
 from anyorder.eval.occlusion import OCCLUDED_CODE, OcclusionWrapper
 from anyorder.eval.rollout import BotPolicy, ModelPolicy, nucleus, run_rollouts
-from anyorder.eval.seeds import check_held_out, default_seed_start
+from anyorder.eval.seeds import EVAL_BLOCK, check_held_out, eval_seeds
 from anyorder.eval.tasks import TaskEvaluator
 from anyorder.models.decoding import iterative_unmask, kind_constraints
 from anyorder.train import build_module
@@ -121,15 +121,43 @@ def test_iterative_unmasking_decodes_in_rounds_within_each_kind() -> None:
     assert torch.isin(decoded[objects], torch.as_tensor(vocab.object_ids)).all()
 
 
-def test_eval_seeds_must_be_held_out(small_spec) -> None:
+def test_the_inverse_query_hides_the_next_action_too() -> None:
+    from anyorder.eval.tasks import inverse_query, inverse_target
+    from anyorder.masking.queries import policy_query
+
+    tokenizer = TrajectoryTokenizer(Vocabulary.structured(), window=3, mission_length=6)
+    steps = np.zeros((2, 3, 149), dtype=np.int64)
+    valid = np.array([[True, True, True], [False, False, True]])  # the second has one real step
+    batch = tokenizer.assemble(np.full((2, 6), 40), steps, valid)
+    actions = batch["kind"] == TokenKind.ACTION
+    target, query = inverse_target(batch), inverse_query(batch)
+    assert target[0].sum() == 1 and (batch["step"][0][target[0]] == 1).all()
+    assert torch.equal(query[0], target[0] | policy_query(batch)[0])  # a_{T-1} and a_T hidden
+    assert not query[1].any()  # no previous step: no inverse question
+    assert (actions | ~query).all()
+
+
+def test_dev_and_test_seed_blocks_are_disjoint_and_held_out(small_spec) -> None:
     from anyorder.data.episodes import read_meta
 
     meta = read_meta(small_spec.directory)
-    check_held_out(LEVEL, default_seed_start(meta), 100, meta)
-    check_held_out("BabyAI-GoToLocal-v0", 0, 100, meta)  # another level: nothing was trained there
-    for start in (0, meta["splits"]["val"]["seed_range"][0] - 3):
-        with pytest.raises(ConfigError, match=r"eval\.seed_start"):
-            check_held_out(LEVEL, start, 10, meta)
+    dev, test = eval_seeds(meta["seed"], "dev", EVAL_BLOCK), eval_seeds(meta["seed"], "test", EVAL_BLOCK)
+    assert len(dev) == len(test) >= 1000 and not set(dev) & set(test)
+    dataset = [range(*info["seed_range"]) for info in meta["splits"].values()]
+    assert {"train", "val", "test"} <= set(meta["splits"])
+    for block in (dev, test):
+        check_held_out(LEVEL, block, meta)
+        assert all(block.start >= seeds.stop or block.stop <= seeds.start for seeds in dataset)
+    assert eval_seeds(meta["seed"], "dev", 16) == range(dev.start, dev.start + 16)
+    for split, info in meta["splits"].items():  # a block that met any dataset split would be refused
+        low = info["seed_range"][0]
+        with pytest.raises(ConfigError, match=rf"eval\.split: .* overlap the {split} seeds"):
+            check_held_out(LEVEL, range(low, low + 10), meta)
+    check_held_out("BabyAI-GoToLocal-v0", range(0, 100), meta)  # another level: nothing was trained there
+    with pytest.raises(ConfigError, match=r"eval\.split"):
+        eval_seeds(0, "train", 10)
+    with pytest.raises(ConfigError, match=r"eval\.num_episodes"):
+        eval_seeds(0, "dev", EVAL_BLOCK + 1)
 
 
 def test_nucleus_keeps_the_smallest_most_likely_set_reaching_top_p() -> None:
@@ -204,7 +232,7 @@ def test_eval_command_writes_table_metrics_and_figures(trained_run, tmp_path: Pa
     common = [
         sys.executable, "-m", "anyorder.evaluate", f"ckpt_path={trained_run.checkpoint}",
         f"paths.data_dir={trained_run.spec.root}", "eval.num_episodes=8", "eval.num_envs=8",
-        "eval.test_batches=1", "eval.occlusion_fractions=[0.0,0.5]", "eval.progress=false",
+        "eval.query_batches=1", "eval.occlusion_fractions=[0.0,0.5]", "eval.progress=false",
     ]  # fmt: skip
     result = subprocess.run(
         [*common, f"hydra.run.dir={tmp_path / 'eval'}", "eval.render=true", "eval.render_episodes=1"],
@@ -228,6 +256,7 @@ def test_eval_command_writes_table_metrics_and_figures(trained_run, tmp_path: Pa
     moved = json.loads((tmp_path / "transfer" / "metrics.json").read_text())
     assert moved["level"] == "BabyAI-GoToLocal-v0" and moved["trained_level"] == LEVEL
 
-    overlap = subprocess.run([*common, "eval.seed_start=0"], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert overlap.returncode == 2 and "Traceback" not in overlap.stderr
-    assert "error: eval.seed_start" in overlap.stderr
+    assert metrics["split"] == "dev" and metrics["offline_split"] == "val"
+    wrong = subprocess.run([*common, "eval.split=train"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert "error: eval.split" in wrong.stderr

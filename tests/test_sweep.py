@@ -116,7 +116,7 @@ TINY_TRAINING = [
     "callbacks.closed_loop_eval.num_envs=4",
     "+trainer.enable_progress_bar=false",
 ]
-TINY_EVAL = ["eval.num_episodes=4", "eval.num_envs=4", "eval.test_batches=1", "eval.occlusion_fractions=[0.0,0.5]"]
+TINY_EVAL = ["eval.num_episodes=4", "eval.num_envs=4", "eval.query_batches=1", "eval.occlusion_fractions=[0.0,0.5]"]
 
 
 def run_sweep(sweep_dir: Path, data_root: Path) -> subprocess.CompletedProcess[str]:
@@ -182,3 +182,41 @@ def test_a_failed_job_is_reported_with_its_log_and_the_sweep_exits_nonzero(tmp_p
     assert result.returncode != 0
     assert "babyai_gotoredball/action_bc/seed0: training failed: data.window" in result.stderr
     assert "console.log" in result.stderr
+
+
+def test_every_offered_strategy_and_prob_point_trains_something_different(compose_train) -> None:
+    """No two points of the table may be the same experiment: the share of each token kind that
+    their masks hide, or of cells they hide in part (at the start, middle and end of
+    training), must differ somewhere."""
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from anyorder.data.layout import TokenKind
+
+    settings = sweep_settings()
+    jobs = plan_jobs(OmegaConf.to_container(settings.strategies), settings.levels[:1], settings.probs, [0])
+    tokens, signatures = None, {}
+    for job in jobs:
+        cfg = compose_train(*job.train_overrides(), "data.num_episodes=60", "data.shard_size=20")
+        if tokens is None:  # one batch of windows with the table's window length, all real steps
+            datamodule = instantiate(cfg.data)
+            datamodule.prepare_data()
+            batch = next(iter(datamodule.train_dataloader()))
+            tokens = {key: value.repeat(64, 1) for key, value in batch.items()}
+        callback = instantiate(cfg.masking)
+        steps = cfg.trainer.max_steps
+        shares = []
+        for step in (0, steps // 2, steps):
+            callback.apply(tokens, step, torch.Generator().manual_seed(0))
+            for kind in (TokenKind.MISSION, TokenKind.OBJECT, TokenKind.DIRECTION, TokenKind.ACTION):
+                where = tokens["kind"] == kind
+                shares.append(float(tokens["mask"][where].float().mean()))
+            attributes = tokens["mask"][tokens["cell"] >= 0].view(-1, 3).sum(dim=1)
+            shares.append(float(((attributes > 0) & (attributes < 3)).float().mean()))  # cells partly hidden
+        signatures[job.name] = torch.tensor(shares)
+    names = list(signatures)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            gap = (signatures[first] - signatures[second]).abs().max()
+            assert gap > 0.02, f"{first} and {second} mask alike (largest share gap {gap:.3f})"

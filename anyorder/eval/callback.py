@@ -5,15 +5,14 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 
-from anyorder.data.generate import SEED_STRIDE
 from anyorder.errors import require_at_least
 from anyorder.eval.metrics import wilson_interval
 from anyorder.eval.rollout import ModelPolicy, RolloutResult, run_rollouts
-from anyorder.eval.seeds import HELD_OUT_OFFSET
+from anyorder.eval.seeds import eval_seeds
 
 
 class ClosedLoopEvalCallback(L.Callback):
-    """Every ``every_n_val_epochs`` validations, play ``num_episodes`` held-out seeds; log eval/success_rate.
+    """Every ``every_n_val_epochs`` validations, play ``num_episodes`` dev seeds; log eval/success_rate.
 
     Every rank plays the same seeded episodes, not rank 0 alone: under FSDP each forward
     gathers the sharded parameters collectively, so a rank that sat out would leave the
@@ -40,13 +39,12 @@ class ClosedLoopEvalCallback(L.Callback):
         if self.validations % self.every:
             return
         datamodule = trainer.datamodule
-        # the same held-out block as anyorder-eval's default, never a training seed
-        start = datamodule.spec.seed * SEED_STRIDE + HELD_OUT_OFFSET
+        # the first seeds of the dev block (never the sealed test block, never a dataset seed)
         result = run_rollouts(
             ModelPolicy(pl_module, pl_module.device, self.temperature),
             datamodule.tokenizer,
             datamodule.spec.level,
-            range(start, start + self.num_episodes),
+            eval_seeds(datamodule.spec.seed, "dev", self.num_episodes),
             self.num_envs,
         )
         self.last_result = result

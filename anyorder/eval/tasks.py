@@ -6,7 +6,8 @@ task           hidden                                                 metrics
 policy         the last action                                        accuracy
 world_model    the last step (observation and action)                 NLL per token / per cell,
                                                                       exact-cell accuracy (decoded)
-inverse        the action before the last observation                 accuracy
+inverse        the action before the last observation, and the last   accuracy (of the first)
+               action (which would give it away)
 mission        every mission word                                     token accuracy, exact match
 inpainting     25% of the visible cells of the last observation       NLL, exact-cell accuracy
 =============  =====================================================  ============================
@@ -38,11 +39,18 @@ from anyorder.models.objective import token_nll
 CELL_KINDS = (TokenKind.OBJECT, TokenKind.COLOR, TokenKind.STATE)
 
 
-def inverse_query(batch: TokenBatch) -> torch.Tensor:
+def inverse_target(batch: TokenBatch) -> torch.Tensor:
     """The action of the second-to-last step (windows with at least two real steps)."""
     step = batch["step"]
     target = step.max(dim=1, keepdim=True).values - 1
     return (step == target) & (target >= 0) & (batch["kind"] == TokenKind.ACTION)
+
+
+def inverse_query(batch: TokenBatch) -> torch.Tensor:
+    """Which action led from the previous observation to the last one: a_{T-1} hidden, and a_T
+    too, so that the answer is inferred from the observations, not from the next action."""
+    target = inverse_target(batch)
+    return target | (policy_query(batch) & target.any(dim=1, keepdim=True))
 
 
 def mission_query(batch: TokenBatch) -> torch.Tensor:
@@ -110,9 +118,13 @@ class TaskEvaluator:
         ]  # fmt: skip
 
     # -- helpers ----------------------------------------------------------------------------
-    def _action_prediction(self, batch: TokenBatch, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.module(batch, query)[query][:, self.module.action_ids]
-        target = (batch["input_ids"][query][:, None] == self.module.action_ids[None]).float().argmax(dim=1)
+    def _action_prediction(
+        self, batch: TokenBatch, query: torch.Tensor, scored: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted and true action at ``scored`` (default: every ``query`` position) with ``query`` hidden."""
+        scored = query if scored is None else scored
+        logits = self.module(batch, query)[scored][:, self.module.action_ids]
+        target = (batch["input_ids"][scored][:, None] == self.module.action_ids[None]).float().argmax(dim=1)
         return logits.argmax(dim=1), target
 
     def decode(self, batch: TokenBatch, query: torch.Tensor) -> torch.Tensor:
@@ -137,7 +149,7 @@ class TaskEvaluator:
 
         query = inverse_query(batch)
         if query.any():
-            self.inverse.update(*self._action_prediction(batch, query))
+            self.inverse.update(*self._action_prediction(batch, query, inverse_target(batch)))
 
         query = world_model_query(batch)
         scored = query & of_kinds(kind, OBSERVATION_KINDS)
