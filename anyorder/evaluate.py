@@ -21,6 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from anyorder.data.episodes import read_meta
 from anyorder.errors import report_errors, require_at_least
+from anyorder.eval.baselines import RandomPolicy, TrainingPriors, compare
 from anyorder.eval.checkpoint import TrainedRun, load_trained
 from anyorder.eval.metrics import area_under_curve, wilson_interval
 from anyorder.eval.rollout import BotPolicy, ModelPolicy, run_rollouts
@@ -56,9 +57,11 @@ def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictCon
             "mean_length": float(np.mean(result.lengths)),
         }
     bot = run_rollouts(BotPolicy(), tokenizer, level, seeds, settings.num_envs)
+    chance = run_rollouts(RandomPolicy(seed=settings.seed), tokenizer, level, seeds, settings.num_envs)
     return {
         "by_occlusion": curve,
         "bot": {"success_rate": bot.success_rate, "mean_length": float(np.mean(bot.lengths))},
+        "random_policy": {"success_rate": chance.success_rate, "mean_length": float(np.mean(chance.lengths))},
     }
 
 
@@ -89,12 +92,15 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     seeds = list(block)
 
     offline = OFFLINE_SPLIT[settings.split]
+    run.datamodule.setup("fit")
+    priors = TrainingPriors.from_table(run.datamodule.datasets["train"].table, run.datamodule.tokenizer.vocabulary)
     evaluator = TaskEvaluator(
         run.module,
         run.datamodule.tokenizer.vocabulary,
         settings.decode_steps,
         settings.occlusion_fractions,
         seed=settings.seed,
+        priors=priors,
     )
     loader = run.datamodule.val_dataloader() if offline == "val" else run.datamodule.test_dataloader()
     tasks = evaluator.run(loader, settings.query_batches, settings.progress)
@@ -104,6 +110,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     success = [loop["by_occlusion"][str(f)]["success_rate"] for f in settings.occlusion_fractions]
     accuracy = [tasks["robustness_action_accuracy"][str(f)] for f in settings.occlusion_fractions]
     clean = loop["by_occlusion"][str(settings.occlusion_fractions[0])]
+    baselines = {"success_rate": {"random_policy": loop["random_policy"]["success_rate"]}, **tasks.pop("baselines")}
     metrics = {
         "checkpoint": str(run.checkpoint),
         "level": level,
@@ -115,6 +122,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "success_ci95": clean["ci95"],
         "mean_episode_length": clean["mean_length"],
         "bot": loop["bot"],
+        "random_policy": loop["random_policy"],
         "tasks": tasks,
         "robustness": {
             "fractions": fractions,
@@ -125,6 +133,8 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             "closed_loop": loop["by_occlusion"],
         },
     }
+    metrics["baselines"] = baselines
+    metrics["below_baseline"] = compare({"success_rate": metrics["success_rate"], **tasks}, baselines)
     write_outputs(metrics, run, evaluator, output_dir, level, seeds, settings)
     return metrics
 
@@ -165,22 +175,40 @@ def write_outputs(
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    tasks, robust = metrics["tasks"], metrics["robustness"]
+    """The printout: every metric beside its trivial baselines; ``!`` marks one it does not beat."""
+    tasks, robust, baselines = metrics["tasks"], metrics["robustness"], metrics["baselines"]
+    flagged = {line.split(" ")[0] for line in metrics["below_baseline"]}
     low, high = metrics["success_ci95"]
+
+    def row(label: str, key: str, value: float, extra: str = "") -> str:
+        against = ", ".join(f"{name} {v:.3f}" for name, v in baselines.get(key, {}).items())
+        mark = "!" if key in flagged else " "
+        return f"{label:<44}{value:>7.3f}{mark} {extra}{'  vs ' + against if against else ''}"
+
+    world = tasks["world_model"]
     lines = [
         f"level {metrics['level']} (trained on {metrics['trained_level']}), {metrics['split']} split: "
         f"closed-loop seeds [{metrics['seeds'][0]}, {metrics['seeds'][1]}), {metrics['offline_split']} windows",
-        f"{'success rate':<42}{metrics['success_rate']:>7.3f}   95% CI [{low:.3f}, {high:.3f}]",
-        f"{'mean episode length (model / bot)':<42}{metrics['mean_episode_length']:>7.1f} / "
+        row("success rate", "success_rate", metrics["success_rate"], f"95% CI [{low:.3f}, {high:.3f}]"),
+        f"{'mean episode length (model / bot)':<44}{metrics['mean_episode_length']:>7.1f}  / "
         f"{metrics['bot']['mean_length']:.1f}   (bot success {metrics['bot']['success_rate']:.3f})",
-        f"{'world-model NLL (nats per obs token / cell)':<42}{tasks['world_model']['nll_per_token']:>7.3f} / "
-        f"{tasks['world_model']['nll_per_cell']:.3f}",
-        f"{'world-model exact cells (decoded)':<42}{tasks['world_model']['exact_cell_accuracy']:>7.3f}",
-        f"{'action accuracy':<42}{tasks['policy']['accuracy']:>7.3f}",
-        f"{'inverse-model accuracy':<42}{tasks['inverse']['accuracy']:>7.3f}",
-        f"{'mission inference (exact / token acc.)':<42}{tasks['mission']['exact_match']:>7.3f} / "
-        f"{tasks['mission']['token_accuracy']:.3f}",
-        f"{'in-painting exact cells (25% hidden)':<42}{tasks['inpainting']['exact_cell_accuracy']:>7.3f}",
+        row("world-model NLL (nats per obs token)", "world_model.nll_per_token", world["nll_per_token"]),
+        row("world-model NLL (nats per cell)", "world_model.nll_per_cell", world["nll_per_cell"]),
+        row("world-model exact cells (decoded)", "world_model.exact_cell_accuracy", world["exact_cell_accuracy"]),
+        row(
+            "  ... on windows after a real step",
+            "world_model.exact_cell_accuracy_after_a_step",
+            world["exact_cell_accuracy_after_a_step"],
+        ),
+        row("action accuracy", "policy.accuracy", tasks["policy"]["accuracy"]),
+        row("inverse-model accuracy", "inverse.accuracy", tasks["inverse"]["accuracy"]),
+        row("mission inference exact", "mission.exact_match", tasks["mission"]["exact_match"]),
+        row("mission inference token acc.", "mission.token_accuracy", tasks["mission"]["token_accuracy"]),
+        row(
+            "in-painting exact cells (25% hidden)",
+            "inpainting.exact_cell_accuracy",
+            tasks["inpainting"]["exact_cell_accuracy"],
+        ),
         "occlusion robustness   f = " + "  ".join(f"{f:5.2f}" for f in robust["fractions"]) + "   area",
         "  success                  "
         + "  ".join(f"{v:5.3f}" for v in robust["success_rate"])
@@ -189,6 +217,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         + "  ".join(f"{v:5.3f}" for v in robust["action_accuracy"])
         + f"   {robust['action_accuracy_area']:.3f}",
     ]
+    if metrics["below_baseline"]:
+        lines.append("! not above a trivial baseline: " + "; ".join(metrics["below_baseline"]))
     return "\n".join(lines)
 
 

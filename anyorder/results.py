@@ -13,10 +13,24 @@ from pathlib import Path
 import pandas as pd
 
 from anyorder.errors import DataError
-from anyorder.eval.metrics import wilson_interval
+from anyorder.eval.metrics import t_interval, wilson_interval
 
 JOB_FILE = "job.json"
 TABLE_KEYS = ["level", "strategy", "prob"]
+# the trivial baseline beside each headline metric: (column, metrics.json baselines key, baseline)
+BASELINE_COLUMNS = {
+    "random_success": ("success_rate", "random_policy"),
+    "majority_action_accuracy": ("policy.accuracy", "majority_action"),
+    "unigram_world_model_nll": ("world_model.nll_per_token", "unigram"),
+    "copy_exact_cells": ("world_model.exact_cell_accuracy_after_a_step", "copy_previous"),
+}
+
+
+NAN = float("nan")  # a metric that an older metrics.json does not hold
+
+
+def _baseline(metrics: dict, metric: str, baseline: str) -> float:
+    return float(metrics.get("baselines", {}).get(metric, {}).get(baseline, NAN))
 
 
 def job_row(job_dir: Path) -> dict:
@@ -42,6 +56,11 @@ def job_row(job_dir: Path) -> dict:
         "world_model_nll": tasks["world_model"]["nll_per_token"],
         "world_model_nll_per_cell": tasks["world_model"]["nll_per_cell"],
         "action_accuracy": tasks["policy"]["accuracy"],
+        "world_model_exact_cells_after_a_step": tasks["world_model"].get(
+            "exact_cell_accuracy_after_a_step", float("nan")
+        ),
+        **{column: _baseline(metrics, *where) for column, where in BASELINE_COLUMNS.items()},
+        "below_baseline": len(metrics.get("below_baseline", [])),
         "robustness_area": robustness["success_area"],
         "robustness_fractions": robustness["fractions"],
         "robustness_success": robustness["success_rate"],
@@ -62,22 +81,30 @@ def load_jobs(sweep_dir: str | Path) -> pd.DataFrame:
 
 
 def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
-    """One row per level x strategy x prob: means over seeds; the success CI pools all episodes."""
+    """One row per level x strategy x prob: means over training seeds with a t-interval across
+    them (seed-to-seed spread counts), the pooled-episode Wilson interval beside it (named so),
+    and each metric's trivial baseline."""
     rows = []
     for (level, strategy, prob), group in jobs.groupby(TABLE_KEYS, dropna=False, sort=False):
-        low, high = wilson_interval(int(group["successes"].sum()), int(group["episodes"].sum()))
+        pooled_low, pooled_high = wilson_interval(int(group["successes"].sum()), int(group["episodes"].sum()))
+        mean, low, high = t_interval(group["success_rate"].to_numpy())
         rows.append(
             {
                 "level": level,
                 "strategy": strategy,
                 "prob": prob,
                 "seeds": len(group),
-                "success_rate": group["success_rate"].mean(),
-                "success_ci95_low": low,
-                "success_ci95_high": high,
+                "success_rate": mean,
+                "success_seed_ci95_low": low,
+                "success_seed_ci95_high": high,
+                "success_pooled_ci95_low": pooled_low,
+                "success_pooled_ci95_high": pooled_high,
                 "success_seed_std": group["success_rate"].std(ddof=1) if len(group) > 1 else float("nan"),
                 "world_model_nll": group["world_model_nll"].mean(),
                 "action_accuracy": group["action_accuracy"].mean(),
+                "world_model_exact_cells_after_a_step": group["world_model_exact_cells_after_a_step"].mean(),
+                **{column: group[column].mean() for column in BASELINE_COLUMNS},
+                "jobs_below_a_baseline": int((group["below_baseline"] > 0).sum()),
                 "robustness_area": group["robustness_area"].mean(),
                 "train_minutes": group["train_seconds"].mean() / 60,
             }
@@ -85,22 +112,32 @@ def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _interval(low: float, high: float) -> str:
+    return "n/a" if pd.isna(low) else f"[{low:.3f}, {high:.3f}]"
+
+
 def markdown_table(summary: pd.DataFrame) -> str:
-    """The table as GitHub Markdown, one section per level."""
+    """The table as GitHub Markdown, one section per level; each metric beside its baseline."""
     lines = []
     for level, rows in summary.groupby("level", sort=False):
         lines += [
             f"### {level}",
             "",
-            "| strategy | prob | seeds | success [95% CI] | WM NLL/token | action acc | robustness area | train min |",
-            "|---|---|---|---|---|---|---|---|",
+            "| strategy | prob | seeds | success (mean) | 95% t-CI across seeds | pooled Wilson 95% CI "
+            "| random policy | action acc | majority action | WM NLL/token | unigram NLL "
+            "| WM exact cells after a step | copy previous | jobs below a baseline | robustness area | train min |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in rows.itertuples():
             prob = "U(ε,1)" if pd.isna(row.prob) else f"{row.prob:g}"
             lines.append(
                 f"| {row.strategy} | {prob} | {row.seeds} | {row.success_rate:.3f}"
-                f" [{row.success_ci95_low:.3f}, {row.success_ci95_high:.3f}] | {row.world_model_nll:.3f}"
-                f" | {row.action_accuracy:.3f} | {row.robustness_area:.3f} | {row.train_minutes:.1f} |"
+                f" | {_interval(row.success_seed_ci95_low, row.success_seed_ci95_high)}"
+                f" | {_interval(row.success_pooled_ci95_low, row.success_pooled_ci95_high)}"
+                f" | {row.random_success:.3f} | {row.action_accuracy:.3f} | {row.majority_action_accuracy:.3f}"
+                f" | {row.world_model_nll:.3f} | {row.unigram_world_model_nll:.3f}"
+                f" | {row.world_model_exact_cells_after_a_step:.3f} | {row.copy_exact_cells:.3f}"
+                f" | {row.jobs_below_a_baseline} | {row.robustness_area:.3f} | {row.train_minutes:.1f} |"
             )
         lines.append("")
     return "\n".join(lines)

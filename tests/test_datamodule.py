@@ -108,3 +108,22 @@ def test_corrupt_shard_fails_setup_naming_it(tmp_path: Path, small_spec) -> None
     dm = make_datamodule(tmp_path)
     with pytest.raises(DataError, match=r"val-00000\.parquet"):
         dm.setup("fit")
+
+
+def test_the_dataset_directory_is_keyed_by_the_split_fractions(tmp_path: Path, small_spec, capsys) -> None:
+    """Changing data.val_fraction must not silently reuse a dataset split the old way; a dataset
+    cached under the legacy name (no fractions in it) is reused when its splits are the same."""
+    import dataclasses
+    import shutil
+
+    other = dataclasses.replace(small_spec, root=tmp_path, val_fraction=0.2)
+    assert other.directory != dataclasses.replace(small_spec, root=tmp_path).directory
+    legacy = tmp_path / f"{small_spec.level}-n{small_spec.num_episodes}-s{small_spec.seed}"
+    shutil.copytree(small_spec.directory, legacy)
+    same = dataclasses.replace(small_spec, root=tmp_path)
+    assert same.directory == legacy  # found and reused
+    assert other.directory.name.endswith("-val0.2-test0.1") and not other.directory.exists()
+    dm = make_datamodule(tmp_path, val_fraction=0.2, generate_if_missing=False)
+    with pytest.raises(DataError):
+        dm.prepare_data()
+    assert f"not reusing {legacy}" in capsys.readouterr().out

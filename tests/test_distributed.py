@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from anyorder.data.episodes import read_meta, read_table
 from anyorder.eval.callback import ClosedLoopEvalCallback
+from anyorder.masking import MaskingCallback, UniformMasking
 from anyorder.train import train
 
 
@@ -73,7 +75,16 @@ def test_ddp_two_processes_train_on_disjoint_episodes(compose_train, small_spec,
         successful |= {s for s, ok in zip(table["seed"], table["success"], strict=True) if ok}
     assert seeds[0] | seeds[1] == successful
     assert records[0]["batches"] == records[1]["batches"] > 0
-    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    # each rank's mask generator is kept, so a resumed rank continues its own stream of masks
+    states = next(v for k, v in torch.load(last, weights_only=False)["callbacks"].items() if "MaskingCallback" in k)
+    generators = states["generators"]
+    assert len(generators) == 2 and not torch.equal(generators[0], generators[1])
+    for rank in (0, 1):
+        resumed = MaskingCallback(UniformMasking())
+        resumed.load_state_dict(states)
+        assert torch.equal(resumed.generator_for(torch.device("cpu"), rank).get_state(), generators[rank])
     # the closed-loop evaluation ran on every rank, in lockstep (what FSDP's collective forwards need)
     played = [json.loads((tmp_path / f"closed_loop{r}.json").read_text()) for r in (0, 1)]
     assert played[0] == played[1] and len(played[0]["seeds"]) == 3

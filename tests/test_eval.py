@@ -122,8 +122,7 @@ def test_iterative_unmasking_decodes_in_rounds_within_each_kind() -> None:
 
 
 def test_the_inverse_query_hides_the_next_action_too() -> None:
-    from anyorder.eval.tasks import inverse_query, inverse_target
-    from anyorder.masking.queries import policy_query
+    from anyorder.masking.queries import inverse_query, inverse_target, policy_query
 
     tokenizer = TrajectoryTokenizer(Vocabulary.structured(), window=3, mission_length=6)
     steps = np.zeros((2, 3, 149), dtype=np.int64)
@@ -244,6 +243,13 @@ def test_eval_command_writes_table_metrics_and_figures(trained_run, tmp_path: Pa
     assert set(metrics["tasks"]) == {"policy", "world_model", "inverse", "mission", "inpainting",
                                      "robustness_action_accuracy"}  # fmt: skip
     assert 0 <= metrics["success_ci95"][0] <= metrics["success_rate"] <= metrics["success_ci95"][1] <= 1
+    baselines = metrics["baselines"]  # every headline metric stands beside its trivial baseline
+    for key in ("success_rate", "policy.accuracy", "inverse.accuracy", "world_model.nll_per_token",
+                "world_model.exact_cell_accuracy_after_a_step", "mission.exact_match"):  # fmt: skip
+        assert key in baselines and all(0 <= v < 100 for v in baselines[key].values()), key
+    assert "copy_previous" in baselines["world_model.exact_cell_accuracy_after_a_step"]
+    assert "vs majority_action" in result.stdout
+    assert all(line.split(" ")[0] in baselines for line in metrics["below_baseline"])
     figures = tmp_path / "eval" / "figures"
     assert (figures / "robustness.png").is_file() and list(figures.glob("world_model_*.png"))
     assert list(figures.glob("rollout_seed*.gif"))

@@ -67,9 +67,16 @@ def fake_job(root: Path, strategy: str, prob: float | None, seed: int, wins: int
         "success_rate": wins / episodes,
         "mean_episode_length": 9.0,
         "tasks": {
-            "world_model": {"nll_per_token": 0.5 + seed, "nll_per_cell": 1.5},
+            "world_model": {"nll_per_token": 0.5 + seed, "nll_per_cell": 1.5, "exact_cell_accuracy_after_a_step": 0.7},
             "policy": {"accuracy": 0.8},
         },
+        "baselines": {
+            "success_rate": {"random_policy": 0.02},
+            "policy.accuracy": {"majority_action": 0.6},
+            "world_model.nll_per_token": {"unigram": 1.1},
+            "world_model.exact_cell_accuracy_after_a_step": {"copy_previous": 0.75},
+        },
+        "below_baseline": ["world_model.exact_cell_accuracy_after_a_step 0.700 does not beat copy_previous 0.750"],
         "robustness": {"fractions": [0.0, 1.0], "success_rate": [wins / episodes, 0.0], "success_area": 0.25},
     }
     (directory / "eval" / "metrics.json").write_text(json.dumps(metrics))
@@ -84,14 +91,19 @@ def test_the_table_averages_seeds_and_pools_episodes_for_the_interval(tmp_path: 
     cell = summary[summary["strategy"] == "cell"].iloc[0]
     assert cell["seeds"] == 2
     assert cell["success_rate"] == pytest.approx(0.7)
-    assert (cell["success_ci95_low"], cell["success_ci95_high"]) == pytest.approx(wilson_interval(70, 100))
+    pooled = (cell["success_pooled_ci95_low"], cell["success_pooled_ci95_high"])
+    assert pooled == pytest.approx(wilson_interval(70, 100))
+    # across seeds: 0.8 and 0.6, sd 0.1414, t_{0.975,1} = 12.706 -> 0.7 +- 1.270 (wide, as two seeds are)
+    across = (cell["success_seed_ci95_low"], cell["success_seed_ci95_high"])
+    assert across == pytest.approx((0.7 - 1.2706, 0.7 + 1.2706), abs=1e-3)
+    assert across[0] < pooled[0] and across[1] > pooled[1]
     assert cell["world_model_nll"] == pytest.approx(1.0)
     assert cell["train_minutes"] == pytest.approx(1.5)
     baseline = summary[summary["strategy"] == "action_bc"].iloc[0]
     assert pd.isna(baseline["prob"]) and pd.isna(baseline["success_seed_std"])
     table = markdown_table(summary)
-    assert "| cell | 0.3 | 2 | 0.700" in table
-    assert "| action_bc | U(ε,1) | 1 | 0.200" in table
+    assert "| cell | 0.3 | 2 | 0.700 | [-0.571, 1.971] | [0.604, 0.781] | 0.020 | 0.800 | 0.600" in table
+    assert "| action_bc | U(ε,1) | 1 | 0.200 | n/a |" in table
 
 
 def test_a_sweep_without_finished_jobs_names_its_directory(tmp_path: Path) -> None:

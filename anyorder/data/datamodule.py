@@ -201,6 +201,9 @@ class TrajectoryDataModule(L.LightningDataModule):
         return generate_dataset(self.spec, num_workers=self.num_workers)
 
     def prepare_data(self) -> None:
+        legacy = self.spec.legacy_directory
+        if legacy.is_dir() and self.directory != legacy:
+            print(f"not reusing {legacy}: its splits differ from data.val_fraction/data.test_fraction")
         if (self.directory / "meta.json").is_file():
             read_meta(self.directory)
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ BOT = "minigrid.utils.baby_ai_bot.BabyAIBot"
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Which demonstrations a dataset holds; its directory is keyed by level, count and seed."""
+    """Which demonstrations a dataset holds; its directory is keyed by everything that changes
+    them: level, count, seed and the val/test fractions (``shard_size`` only regroups them)."""
 
     level: str
     num_episodes: int
@@ -57,8 +59,30 @@ class DatasetSpec:
         require_at_least("shard_size", self.shard_size, 1)
 
     @property
-    def directory(self) -> Path:
+    def key(self) -> str:
+        return f"{self.level}-n{self.num_episodes}-s{self.seed}-val{self.val_fraction:g}-test{self.test_fraction:g}"
+
+    @property
+    def legacy_directory(self) -> Path:
+        """Where datasets were cached before the key held the fractions."""
         return Path(self.root) / f"{self.level}-n{self.num_episodes}-s{self.seed}"
+
+    def legacy_matches(self) -> bool:
+        """Whether the legacy directory holds exactly this dataset (the same split seed ranges)."""
+        try:
+            meta = json.loads((self.legacy_directory / "meta.json").read_text())
+            ranges = {split: tuple(info["seed_range"]) for split, info in meta["splits"].items()}
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return ranges == self.seed_ranges()
+
+    @property
+    def directory(self) -> Path:
+        """``root/<key>``; a dataset cached under the legacy name is reused when it is this one."""
+        keyed = Path(self.root) / self.key
+        if not keyed.exists() and self.legacy_matches():
+            return self.legacy_directory
+        return keyed
 
     def split_sizes(self) -> dict[str, int]:
         val = max(1, round(self.num_episodes * self.val_fraction))

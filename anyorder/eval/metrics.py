@@ -22,6 +22,34 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+# two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t_quantile_975(df: int) -> float:
+    """t_{0.975} with ``df`` degrees of freedom (a table to 30, then a Cornish-Fisher expansion)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def t_interval(values: list[float] | np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% t-interval across runs (e.g. training seeds): the spread between seeds counts,
+    unlike a Wilson interval over pooled episodes. NaN bounds for fewer than two values."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean()) if values.size else float("nan")
+    if values.size < 2:
+        return mean, float("nan"), float("nan")
+    half = t_quantile_975(values.size - 1) * float(values.std(ddof=1)) / math.sqrt(values.size)
+    return mean, mean - half, mean + half
+
+
 def area_under_curve(fractions: list[float], values: list[float]) -> float:
     """Trapezoid area, normalised by the fraction range, so a flat curve at v has area v."""
     if len(fractions) < 2:

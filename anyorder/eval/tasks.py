@@ -30,27 +30,23 @@ from tqdm.auto import tqdm
 from anyorder.data.layout import NUM_CELLS, TokenKind
 from anyorder.data.tokenizer import TokenBatch
 from anyorder.data.vocabulary import Vocabulary
+from anyorder.eval.baselines import BaselineEvaluator, TrainingPriors
 from anyorder.eval.metrics import ExactCellAccuracy, cell_units
-from anyorder.masking.queries import OBSERVATION_KINDS, last_step, of_kinds, policy_query, world_model_query
+from anyorder.masking.queries import (
+    OBSERVATION_KINDS,
+    has_previous_step,
+    inverse_query,
+    inverse_target,
+    last_step,
+    of_kinds,
+    policy_query,
+    world_model_query,
+)
 from anyorder.models.decoding import iterative_unmask, kind_constraints
 from anyorder.models.module import AnyOrderModule
 from anyorder.models.objective import token_nll
 
 CELL_KINDS = (TokenKind.OBJECT, TokenKind.COLOR, TokenKind.STATE)
-
-
-def inverse_target(batch: TokenBatch) -> torch.Tensor:
-    """The action of the second-to-last step (windows with at least two real steps)."""
-    step = batch["step"]
-    target = step.max(dim=1, keepdim=True).values - 1
-    return (step == target) & (target >= 0) & (batch["kind"] == TokenKind.ACTION)
-
-
-def inverse_query(batch: TokenBatch) -> torch.Tensor:
-    """Which action led from the previous observation to the last one: a_{T-1} hidden, and a_T
-    too, so that the answer is inferred from the observations, not from the next action."""
-    target = inverse_target(batch)
-    return target | (policy_query(batch) & target.any(dim=1, keepdim=True))
 
 
 def mission_query(batch: TokenBatch) -> torch.Tensor:
@@ -89,7 +85,9 @@ class TaskEvaluator:
         occlusion_fractions: Iterable[float] = (0.0, 0.1, 0.25, 0.5),
         inpaint_fraction: float = 0.25,
         seed: int = 0,
+        priors: TrainingPriors | None = None,
     ) -> None:
+        """``priors`` (the training split's frequencies) adds the trivial baselines to the results."""
         self.module = module.eval()
         self.vocab = vocabulary
         self.decode_steps = decode_steps
@@ -105,15 +103,17 @@ class TaskEvaluator:
         self.policy, self.inverse = MulticlassAccuracy(**actions), MulticlassAccuracy(**actions)
         self.robust = {f: MulticlassAccuracy(**actions) for f in self.fractions}
         self.world_nll, self.world_cell_nll = MeanMetric(**local), MeanMetric(**local)
-        self.world_cells = ExactCellAccuracy(**local)
+        self.world_cells, self.world_cells_after_step = ExactCellAccuracy(**local), ExactCellAccuracy(**local)
         self.mission_tokens, self.mission_exact, self.mission_nll = (MeanMetric(**local) for _ in range(3))
         self.inpaint_nll, self.inpaint_cells = MeanMetric(**local), ExactCellAccuracy(**local)
         for metric in self.metrics():  # beside the model, which may be on a GPU
             metric.to(module.device)
+        self.baselines = BaselineEvaluator(priors) if priors is not None else None
 
     def metrics(self) -> list[Metric]:
         return [
             self.policy, self.inverse, *self.robust.values(), self.world_nll, self.world_cell_nll, self.world_cells,
+            self.world_cells_after_step,
             self.mission_tokens, self.mission_exact, self.mission_nll, self.inpaint_nll, self.inpaint_cells,
         ]  # fmt: skip
 
@@ -157,7 +157,11 @@ class TaskEvaluator:
         self.world_nll.update(nll)
         cells = query & of_kinds(kind, CELL_KINDS)
         self.world_cell_nll.update(nll[of_kinds(kind[scored], CELL_KINDS)].view(-1, 3).sum(dim=1))
-        self.world_cells.update(self.decode(batch, query), targets, cells, cell_units(batch))
+        decoded = self.decode(batch, query)
+        self.world_cells.update(decoded, targets, cells, cell_units(batch))
+        # the windows that the copy-the-previous-observation baseline can answer
+        after_step = cells & has_previous_step(batch)[:, None]
+        self.world_cells_after_step.update(decoded, targets, after_step, cell_units(batch))
 
         query = mission_query(batch)
         decoded = self.decode(batch, query)
@@ -170,6 +174,8 @@ class TaskEvaluator:
         if query.any():
             self.inpaint_nll.update(token_nll(self.module(batch, query), targets, query))
             self.inpaint_cells.update(self.decode(batch, query), targets, query, cell_units(batch))
+        if self.baselines is not None:
+            self.baselines.update(batch, inpainting=query)
 
         every_step = batch["step"] >= 0
         for fraction, metric in self.robust.items():
@@ -185,6 +191,7 @@ class TaskEvaluator:
                 "nll_per_token": float(self.world_nll.compute()),
                 "nll_per_cell": float(self.world_cell_nll.compute()),
                 "exact_cell_accuracy": float(self.world_cells.compute()),
+                "exact_cell_accuracy_after_a_step": float(self.world_cells_after_step.compute()),
             },
             "inverse": {"accuracy": float(self.inverse.compute())},
             "mission": {
@@ -197,7 +204,7 @@ class TaskEvaluator:
                 "exact_cell_accuracy": float(self.inpaint_cells.compute()),
             },
             "robustness_action_accuracy": {str(f): float(m.compute()) for f, m in self.robust.items()},
-        }
+        } | ({"baselines": self.baselines.compute()} if self.baselines is not None else {})
 
     def run(self, batches: Iterable[TokenBatch], max_batches: int | None = None, progress: bool = False) -> dict:
         for index, batch in enumerate(tqdm(batches, desc="tasks", disable=not progress, total=max_batches)):

@@ -40,7 +40,7 @@ class MaskingCallback(L.Callback):
         self.schedule = schedule or ConstantSchedule()
         self.seed = seed
         self._generator: torch.Generator | None = None
-        self._pending_state: torch.Tensor | None = None
+        self._pending_states: list[torch.Tensor | None] = []  # per rank, from a checkpoint
 
     def apply(self, batch: dict[str, torch.Tensor], step: int, generator: torch.Generator | None) -> torch.Tensor:
         """Add the mask keys to ``batch`` in place; returns the effective per-sample rates."""
@@ -57,19 +57,20 @@ class MaskingCallback(L.Callback):
             batch.pop("mask_time", None)
         return sample.rate
 
-    def _train_generator(self, device: torch.device, rank: int) -> torch.Generator:
+    def generator_for(self, device: torch.device, rank: int) -> torch.Generator:
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device)
             self._generator.manual_seed(self.seed * 1_000 + rank)
-            if self._pending_state is not None:
-                self._generator.set_state(self._pending_state)
-                self._pending_state = None
+            pending = self._pending_states[rank] if rank < len(self._pending_states) else None
+            if pending is not None:  # set_state wants a standalone byte tensor, not a view
+                self._generator.set_state(pending.to(torch.uint8).contiguous().clone())
+            self._pending_states = []
         return self._generator
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        generator = self._train_generator(batch["kind"].device, trainer.global_rank)
+        generator = self.generator_for(batch["kind"].device, trainer.global_rank)
         rate = self.apply(batch, trainer.global_step, generator)
         pl_module.log("train/mask_rate", rate.mean(), on_step=True, on_epoch=False)
         hidden = batch["mask"].sum() / batch["maskable"].sum().clamp(min=1)
@@ -87,6 +88,16 @@ class MaskingCallback(L.Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self._generator.get_state() if self._generator is not None else None}
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Every rank draws its own masks: keep each rank's generator, not rank 0's alone.
+        (Called on every rank while the checkpoint is built; ranks create their generators at
+        the same step, so they agree on whether to gather.)"""
+        if trainer.world_size == 1 or self._generator is None:
+            return
+        state = self._generator.get_state().to(pl_module.device)
+        gathered = trainer.strategy.all_gather(state).cpu()
+        checkpoint["callbacks"][self.state_key]["generators"] = [row.to(torch.uint8).clone() for row in gathered]
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending_state = state_dict.get("generator")
+        self._pending_states = list(state_dict.get("generators") or [state_dict.get("generator")])
         self._generator = None
