@@ -93,8 +93,10 @@ def test_fsdp_on_one_gpu_saves_a_sharded_checkpoint_that_resumes_and_evaluates(c
     assert loaded.module.device.type == "cuda"
     tokenizer = instantiate(second.data).tokenizer
     seeds = [9_000_000 + i for i in range(4)]
-    result = run_rollouts(ModelPolicy(loaded.module, "cuda"), tokenizer, "BabyAI-GoToRedBall-v0", seeds, num_envs=4)
-    assert len(result.lengths) == 4 and all(length > 0 for length in result.lengths)
+    # the sharded checkpoint, gathered on the GPU, plays as the same weights copied to the CPU
+    on_gpu = run_rollouts(ModelPolicy(loaded.module, "cuda", 0.0), tokenizer, "BabyAI-GoToRedBall-v0", seeds, 4)
+    on_cpu = run_rollouts(ModelPolicy(loaded.module.cpu(), "cpu", 0.0), tokenizer, "BabyAI-GoToRedBall-v0", seeds, 4)
+    assert on_gpu.lengths == on_cpu.lengths and list(on_gpu.success) == list(on_cpu.success)
 
 
 def test_gpu_and_cpu_forward_agree(compose_train) -> None:

@@ -159,7 +159,11 @@ def test_a_two_job_sweep_writes_the_table_and_the_notebook_draws_it(tmp_path: Pa
         assert (sweep_dir / job / "eval" / "metrics.json").is_file()
     table = pd.read_csv(sweep_dir / "results.csv")
     assert sorted(table["strategy"]) == ["action_bc", "uniform_t"]
-    assert table["success_rate"].between(0, 1).all()
+    for row in table.itertuples():  # the table holds what each job's own evaluation measured
+        job = "babyai_gotoredball/" + ("uniform_t" if row.strategy == "uniform_t" else "action_bc") + "/seed0"
+        measured = json.loads((sweep_dir / job / "eval" / "metrics.json").read_text())
+        assert row.success_rate == pytest.approx(measured["success_rate"], abs=1e-4)
+        assert row.random_success == pytest.approx(measured["baselines"]["success_rate"]["random_policy"], abs=1e-4)
     assert "| uniform_t |" in (sweep_dir / "results.md").read_text()
 
     # rerunning the same directory is a resume: nothing is trained again
