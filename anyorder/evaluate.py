@@ -13,14 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
+from anyorder.checks import EVAL_RULES, check_settings
 from anyorder.data.episodes import read_meta
-from anyorder.errors import report_errors, require_at_least
+from anyorder.errors import ConfigError, report_errors
 from anyorder.eval.baselines import RandomPolicy, TrainingPriors, compare
 from anyorder.eval.checkpoint import TrainedRun, load_trained
 from anyorder.eval.metrics import area_under_curve, wilson_interval
@@ -79,9 +81,24 @@ def world_model_pictures(run: TrainedRun, evaluator: TaskEvaluator, count: int =
     return pictures
 
 
-def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def check_eval_settings(cfg: DictConfig) -> None:
+    """Every eval.* setting, before the checkpoint is even read: a wrong one costs nothing."""
+    check_settings(cfg, EVAL_RULES)
     settings = cfg.eval
-    require_at_least("eval.num_episodes", settings.num_episodes, 1)
+    eval_seeds(0, settings.split, settings.num_episodes)  # split and episode count
+    if settings.level is not None and settings.level not in gym.registry:
+        raise ConfigError("eval.level", f"unknown environment {settings.level!r} (a registered MiniGrid/BabyAI id)")
+    try:
+        device = torch.device(settings.device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError("eval.device", f"not a device: {settings.device!r} ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("eval.device", f"{settings.device} asked for, but this machine has no CUDA device")
+
+
+def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    check_eval_settings(cfg)
+    settings = cfg.eval
     torch.manual_seed(settings.seed)
     run = load_trained(cfg.ckpt_path, cfg.paths.data_dir, settings.device)
     run.datamodule.prepare_data()

@@ -9,6 +9,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from anyorder.checks import TRAIN_RULES, check_settings
 from anyorder.data.episodes import read_meta
 from anyorder.errors import report_errors
 from anyorder.naming import register_resolvers
@@ -19,6 +20,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
     with report_errors():
+        check_settings(cfg, TRAIN_RULES)  # its data.* and paths.* keys
         datamodule = instantiate(cfg.data)
         directory = datamodule.generate()
         meta = read_meta(directory)

@@ -15,10 +15,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from anyorder.checks import TRAIN_RULES, check_settings
 from anyorder.data.datamodule import TrajectoryDataModule
 from anyorder.errors import DataError, report_errors
 from anyorder.models.module import AnyOrderModule
 from anyorder.naming import register_resolvers
+from anyorder.run_config import StoreConfig
 
 LOGGED_GROUPS = ("data", "model", "masking", "seed")
 
@@ -64,12 +66,14 @@ def global_batch_size(per_device: int, trainer: L.Trainer) -> int:
 
 def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final logged metrics."""
+    check_settings(cfg, TRAIN_RULES)
     L.seed_everything(cfg.seed, workers=True)
     datamodule: TrajectoryDataModule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
     # `callbacks.<name>=null` on the command line switches one callback off
     callbacks = [instantiate(node) for node in cfg.callbacks.values() if node is not None]
     callbacks.append(instantiate(cfg.masking))
+    callbacks.append(StoreConfig(cfg))
     callbacks.extend(extra_callbacks)
     logger = instantiate(cfg.logger)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)

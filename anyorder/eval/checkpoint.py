@@ -1,4 +1,9 @@
-"""Rebuild a trained run (data module, model) from its checkpoint and saved Hydra config."""
+"""Rebuild a trained run (data module, model) from its checkpoint alone.
+
+Training stores the composed config in every checkpoint (:mod:`anyorder.run_config`), so a
+checkpoint copied out of its run directory still evaluates; checkpoints written before
+that fall back on the run's ``.hydra/config.yaml``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from anyorder.data.datamodule import TrajectoryDataModule
 from anyorder.errors import DataError
 from anyorder.models.module import AnyOrderModule
+from anyorder.run_config import CONFIG_KEY
 from anyorder.train import build_module
 
 
@@ -30,6 +36,21 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         return torch.load(gathered, map_location="cpu", weights_only=True)["model"]
 
 
+def read_config(path: Path) -> DictConfig:
+    """The config stored in the checkpoint, else the run directory's ``.hydra/config.yaml``."""
+    metadata = path / "meta.pt" if path.is_dir() else path
+    try:
+        stored = torch.load(metadata, map_location="cpu", weights_only=True).get(CONFIG_KEY)
+    except Exception as error:
+        raise DataError(path, f"corrupt checkpoint: cannot be read ({type(error).__name__})") from None
+    if stored is not None:
+        return OmegaConf.create(stored)
+    config_file = path.resolve().parent.parent / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise DataError(path, f"the checkpoint holds no config and its run directory has none ({config_file})")
+    return OmegaConf.load(config_file)
+
+
 @dataclass
 class TrainedRun:
     config: DictConfig
@@ -39,14 +60,11 @@ class TrainedRun:
 
 
 def load_trained(ckpt_path: str | Path, data_dir: str | None = None, device: str = "cpu") -> TrainedRun:
-    """The run's own config (``<run>/.hydra/config.yaml``) defines data and model; weights from the checkpoint."""
+    """The run's own config (stored in the checkpoint) defines data and model; weights from the checkpoint."""
     path = Path(ckpt_path)
     if not path.exists():
         raise DataError(path, "checkpoint not found")
-    config_file = path.resolve().parent.parent / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise DataError(config_file, "the checkpoint's run directory has no saved Hydra config")
-    config = OmegaConf.load(config_file)
+    config = read_config(path)
     if data_dir is not None:
         config.paths.data_dir = data_dir
     datamodule = instantiate(config.data)
@@ -54,7 +72,7 @@ def load_trained(ckpt_path: str | Path, data_dir: str | None = None, device: str
     try:
         state = read_weights(path)
     except Exception as error:
-        raise DataError(path, f"cannot read checkpoint ({type(error).__name__})") from None
+        raise DataError(path, f"corrupt checkpoint: cannot read its weights ({type(error).__name__})") from None
     try:
         module.load_weights(state)
     except RuntimeError as error:
