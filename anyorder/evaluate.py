@@ -212,6 +212,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         row("world-model NLL (nats per obs token)", "world_model.nll_per_token", world["nll_per_token"]),
         row("world-model NLL (nats per cell)", "world_model.nll_per_cell", world["nll_per_cell"]),
         row("world-model exact cells (decoded)", "world_model.exact_cell_accuracy", world["exact_cell_accuracy"]),
+        f"{'  impossible cells among them':<44}{world.get('impossible_cell_share', float('nan')):>7.3f}"
+        "   (decoded jointly over the cells seen in training)",
         row(
             "  ... on windows after a real step",
             "world_model.exact_cell_accuracy_after_a_step",

@@ -120,6 +120,41 @@ def test_iterative_unmasking_decodes_in_rounds_within_each_kind() -> None:
     assert torch.isin(decoded[objects], torch.as_tensor(vocab.object_ids)).all()
 
 
+def test_joint_cell_decoding_never_predicts_an_impossible_cell() -> None:
+    """A model sure of "wall" for the object and of "red" for the colour, each on its own, would
+    decode red walls; decoding the cell jointly over the triples seen in the data cannot."""
+    from minigrid.core.constants import COLOR_TO_IDX
+
+    from anyorder.eval.baselines import impossible_cells
+    from anyorder.eval.metrics import cell_units
+
+    vocab = Vocabulary.structured()
+    tokenizer = TrajectoryTokenizer(vocab, window=1, mission_length=6)
+    obs = np.zeros((1, 7, 7, 3), dtype=np.uint8)
+    obs[0, :, :] = (OBJECT_TO_IDX["wall"], COLOR_TO_IDX["grey"], 0)
+    obs[0, 2:4, 2:4] = (OBJECT_TO_IDX["ball"], COLOR_TO_IDX["red"], 0)
+    batch = tokenizer.encode_window("go to the red ball", obs, [1], [2])
+    cells = batch["cell"] >= 0
+    seen = batch["input_ids"][cells].view(-1, 3)
+    triples = torch.unique(seen, dim=0)  # (wall, grey, -) and (ball, red, -)
+    assert len(triples) == 2
+    wall = seen[0, 0]  # the corner cell is a wall
+    red = seen[seen[:, 0] != wall][0, 1]  # the colour of a ball
+
+    def stubborn(ids: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*ids.shape, vocab.size)
+        logits[..., wall] = 4.0
+        logits[..., red] = 3.0
+        return logits
+
+    allowed = kind_constraints(vocab)
+    args = (batch["input_ids"], cells, batch["kind"], allowed, vocab.mask_id, 2)
+    independent = iterative_unmask(stubborn, *args)
+    assert impossible_cells(independent, cells, triples).all()  # every cell a red wall
+    joint = iterative_unmask(stubborn, *args, cell_unit=cell_units(batch), triples=triples)
+    assert not impossible_cells(joint, cells, triples).any()
+
+
 def test_the_inverse_query_hides_the_next_action_too() -> None:
     from anyorder.masking.queries import inverse_query, inverse_target, policy_query
 
@@ -218,6 +253,7 @@ def test_a_trained_model_beats_the_trivial_baselines_offline(trained_run) -> Non
     results = evaluator.run(run.datamodule.val_dataloader(), max_batches=8)
     baselines = results["baselines"]
     assert results["world_model"]["nll_per_token"] < baselines["world_model.nll_per_token"]["unigram"]
+    assert results["world_model"]["impossible_cell_share"] == 0.0  # cells are decoded jointly
     assert results["policy"]["accuracy"] > baselines["policy.accuracy"]["majority_action"] + 0.05
     assert (
         results["world_model"]["exact_cell_accuracy"]

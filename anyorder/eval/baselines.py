@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from anyorder.data.datamodule import EpisodeTable
-from anyorder.data.layout import CELL_KINDS, STEP_LENGTH, Layout, TokenKind
+from anyorder.data.layout import CELL_KINDS, NUM_CELLS, STEP_LENGTH, Layout, TokenKind
 from anyorder.data.tokenizer import TokenBatch
 from anyorder.data.vocabulary import Vocabulary
 from anyorder.eval.metrics import cell_units
@@ -54,6 +54,7 @@ class TrainingPriors:
     log_unigram: torch.Tensor  # float [len(TokenKind), V]: log p(id | kind); -inf outside a kind's values
     majority_action: int
     mission: torch.Tensor  # long [M]: the most frequent mission's ids
+    cell_triples: torch.Tensor  # long [T, 3]: every (object, colour, state) that occurs: the possible cells
 
     @classmethod
     def from_table(cls, table: EpisodeTable, vocabulary: Vocabulary) -> TrainingPriors:
@@ -66,15 +67,27 @@ class TrainingPriors:
         counts = (counts + SMOOTHING).masked_fill(~allowed, 0.0)
         log_unigram = (counts / counts.sum(dim=1, keepdim=True)).log().float()
         missions, frequency = np.unique(table.missions, axis=0, return_counts=True)
+        cells = table.steps[:, : NUM_CELLS * 3].reshape(-1, 3)
         return cls(
             log_unigram=log_unigram,
             majority_action=int(counts[TokenKind.ACTION].argmax()),
             mission=torch.from_numpy(missions[frequency.argmax()]).long(),
+            cell_triples=torch.from_numpy(np.unique(cells, axis=0).astype(np.int64)),
         )
 
     def mode(self, kind: torch.Tensor) -> torch.Tensor:
         """The most frequent id of each position's kind."""
         return self.log_unigram.argmax(dim=1).to(kind.device)[kind]
+
+
+def impossible_cells(ids: torch.Tensor, cells: torch.Tensor, triples: torch.Tensor) -> torch.Tensor:
+    """bool per cell of ``cells`` (positions hidden whole, in attribute order): its (object,
+    colour, state) never occurs in the data."""
+    decoded = ids[cells].view(-1, 3)
+    width = int(max(decoded.max(), triples.max())) + 1 if decoded.numel() else 1
+    key = (decoded[:, 0] * width + decoded[:, 1]) * width + decoded[:, 2]
+    known = (triples[:, 0] * width + triples[:, 1]) * width + triples[:, 2]
+    return ~torch.isin(key, known.to(key.device))
 
 
 def previous_step_copy(batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from anyorder.data.layout import NUM_CELLS, TokenKind
 from anyorder.data.tokenizer import TokenBatch
 from anyorder.data.vocabulary import Vocabulary
-from anyorder.eval.baselines import BaselineEvaluator, TrainingPriors
+from anyorder.eval.baselines import BaselineEvaluator, TrainingPriors, impossible_cells
 from anyorder.eval.metrics import ExactCellAccuracy, cell_units
 from anyorder.masking.queries import (
     OBSERVATION_KINDS,
@@ -109,6 +109,8 @@ class TaskEvaluator:
         for metric in self.metrics():  # beside the model, which may be on a GPU
             metric.to(module.device)
         self.baselines = BaselineEvaluator(priors) if priors is not None else None
+        self.triples = priors.cell_triples if priors is not None else None  # joint decoding of cells
+        self.impossible = MeanMetric(**local).to(module.device)
 
     def metrics(self) -> list[Metric]:
         return [
@@ -137,6 +139,8 @@ class TaskEvaluator:
             self.allowed,
             self.vocab.mask_id,
             self.decode_steps,
+            cell_unit=cell_units(batch),
+            triples=self.triples,
         )
 
     # -- the tasks --------------------------------------------------------------------------
@@ -159,6 +163,8 @@ class TaskEvaluator:
         self.world_cell_nll.update(nll[of_kinds(kind[scored], CELL_KINDS)].view(-1, 3).sum(dim=1))
         decoded = self.decode(batch, query)
         self.world_cells.update(decoded, targets, cells, cell_units(batch))
+        if self.triples is not None:  # with joint decoding this must stay 0
+            self.impossible.update(impossible_cells(decoded, cells, self.triples).float())
         # the windows that the copy-the-previous-observation baseline can answer
         after_step = cells & has_previous_step(batch)[:, None]
         self.world_cells_after_step.update(decoded, targets, after_step, cell_units(batch))
@@ -192,7 +198,8 @@ class TaskEvaluator:
                 "nll_per_cell": float(self.world_cell_nll.compute()),
                 "exact_cell_accuracy": float(self.world_cells.compute()),
                 "exact_cell_accuracy_after_a_step": float(self.world_cells_after_step.compute()),
-            },
+            }
+            | ({"impossible_cell_share": float(self.impossible.compute())} if self.triples is not None else {}),
             "inverse": {"accuracy": float(self.inverse.compute())},
             "mission": {
                 "token_accuracy": float(self.mission_tokens.compute()),
