@@ -38,11 +38,13 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def read_config(path: Path) -> DictConfig:
     """The config stored in the checkpoint, else the run directory's ``.hydra/config.yaml``."""
-    metadata = path / "meta.pt" if path.is_dir() else path
-    try:
-        stored = torch.load(metadata, map_location="cpu", weights_only=True).get(CONFIG_KEY)
-    except Exception as error:
-        raise DataError(path, f"corrupt checkpoint: cannot be read ({type(error).__name__})") from None
+    metadata = path / "meta.pt" if path.is_dir() else path  # a sharded checkpoint keeps it in meta.pt
+    stored = None
+    if metadata.is_file():
+        try:
+            stored = torch.load(metadata, map_location="cpu", weights_only=True).get(CONFIG_KEY)
+        except Exception as error:
+            raise DataError(metadata, f"corrupt checkpoint: cannot be read ({type(error).__name__})") from None
     if stored is not None:
         return OmegaConf.create(stored)
     config_file = path.resolve().parent.parent / ".hydra" / "config.yaml"
