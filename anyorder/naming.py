@@ -50,5 +50,9 @@ def job_dirname(task_overrides: Sequence[str], argv: Sequence[str] | None = None
 
 
 def register_resolvers() -> None:
+    from anyorder.progress import stdout_is_tty
+
+    if not OmegaConf.has_resolver("stdout_is_tty"):
+        OmegaConf.register_new_resolver("stdout_is_tty", stdout_is_tty)
     if not OmegaConf.has_resolver("job_dirname"):
         OmegaConf.register_new_resolver("job_dirname", lambda overrides: job_dirname(list(overrides)))

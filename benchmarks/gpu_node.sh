@@ -36,7 +36,7 @@ step gpu_tests 180 $py -m pytest -q -m "" tests/test_gpu.py
 step bench_gpu 60 $py benchmarks/gpu.py --hidden 1024 --layers 24 --batch-size 32
 run="$work/default-run"
 step train_default 180 $py -m anyorder.train trainer=gpu data.num_workers=8 "hydra.run.dir=$run" \
-    "paths.data_dir=$work/data" +trainer.enable_progress_bar=false
+    "paths.data_dir=$work/data" trainer.enable_progress_bar=false
 step eval_default 150 $py -m anyorder.evaluate "ckpt_path=$run/checkpoints/last.ckpt" "paths.data_dir=$work/data" \
     eval.device=cuda eval.chunk_size=32 eval.num_episodes=200 eval.progress=false "hydra.run.dir=$work/default-eval"
 cp "$work/default-eval/metrics.json" "$out/eval_metrics.json" 2>/dev/null
@@ -46,10 +46,10 @@ step bench_moe 120 $py benchmarks/moe.py --device cuda --dtype bfloat16 --expert
 if [[ -n ${LLADA2_DIR:-} ]]; then  # a LLaDA2 checkpoint directory (e.g. the shared fixture, carried along)
     step llada2_fsdp 180 $py -m anyorder.train model=llada2_mini "model.path=$LLADA2_DIR" trainer=gpu strategy=fsdp \
         trainer.max_steps=20 trainer.val_check_interval=10 "hydra.run.dir=$work/llada2-fsdp" "paths.data_dir=$work/data" \
-        +trainer.enable_progress_bar=false
+        trainer.enable_progress_bar=false
     step llada2_lora 180 $py -m anyorder.train model=llada2_mini "model.path=$LLADA2_DIR" trainer=gpu model.lora.r=8 \
         trainer.max_steps=20 trainer.val_check_interval=10 "hydra.run.dir=$work/llada2-lora" "paths.data_dir=$work/data" \
-        +trainer.enable_progress_bar=false
+        trainer.enable_progress_bar=false
     step llada2_export 60 $py -m anyorder.export "ckpt_path=$work/llada2-fsdp/checkpoints/last.ckpt" "out=$work/llada2-export" \
         "hydra.run.dir=$work/llada2-export-run"
 fi

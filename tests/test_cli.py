@@ -20,7 +20,7 @@ FAST = [
     "model.backbone.num_heads=2",
     "model.backbone.intermediate_size=64",
     "trainer.val_check_interval=2",
-    "+trainer.enable_progress_bar=false",
+    "trainer.enable_progress_bar=false",
     "+trainer.enable_model_summary=false",
 ]
 
@@ -112,6 +112,20 @@ def test_generate_command_writes_a_dataset(tmp_path: Path) -> None:
     directory = tmp_path / "data" / "BabyAI-GoToLocal-v0-n12-s0-val0.1-test0.1"
     assert (directory / "meta.json").is_file()
     assert "train" in result.stdout and "seeds [" in result.stdout
+
+
+def test_without_a_terminal_training_prints_progress_lines(tmp_path: Path, data_root: Path) -> None:
+    """Captured stdout is not a TTY, as under nohup, SLURM or CI: lines, not a bar."""
+    result = run(
+        "anyorder.train", f"paths.data_dir={data_root}", *[a for a in FAST if "progress_bar" not in a],
+        "trainer.max_steps=4", "callbacks.text_progress.every_n_steps=2", "callbacks.closed_loop_eval=null",
+        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["2/4", "4/4"], result.stdout
+    assert "loss " in lines[0] and "steps/s" in lines[0] and "ETA " in lines[0]
+    assert "it/s" not in result.stdout + result.stderr  # no progress bar drawn into the log
 
 
 @pytest.mark.slow

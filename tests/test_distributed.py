@@ -60,7 +60,7 @@ def test_ddp_two_processes_train_on_disjoint_episodes(compose_train, small_spec,
         "trainer.max_epochs=1",
         "trainer.val_check_interval=null",
         "trainer.check_val_every_n_epoch=1",
-        "+trainer.enable_progress_bar=false",
+        "trainer.enable_progress_bar=false",
         "callbacks.closed_loop_eval=null",
     )
     train(cfg, extra_callbacks=[RankRecorder(str(tmp_path)), RecordedClosedLoop(str(tmp_path))])

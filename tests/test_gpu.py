@@ -34,7 +34,7 @@ SMALL = [
     "model.backbone.intermediate_size=128",
     "trainer=gpu",
     "trainer.log_every_n_steps=1",
-    "+trainer.enable_progress_bar=false",
+    "trainer.enable_progress_bar=false",
 ]
 
 

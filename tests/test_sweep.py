@@ -126,7 +126,7 @@ TINY_TRAINING = [
     "trainer.val_check_interval=3",
     "callbacks.closed_loop_eval.num_episodes=4",
     "callbacks.closed_loop_eval.num_envs=4",
-    "+trainer.enable_progress_bar=false",
+    "trainer.enable_progress_bar=false",
 ]
 TINY_EVAL = ["eval.num_episodes=4", "eval.num_envs=4", "eval.query_batches=1", "eval.occlusion_fractions=[0.0,0.5]"]
 
