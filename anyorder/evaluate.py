@@ -17,7 +17,8 @@ import gymnasium as gym
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from anyorder.checks import EVAL_RULES, check_settings
@@ -31,7 +32,8 @@ from anyorder.eval.seeds import OFFLINE_SPLIT, check_held_out, eval_seeds
 from anyorder.eval.tasks import TaskEvaluator
 from anyorder.eval.visualize import render_observation, robustness_figure, save_gif, save_png, side_by_side
 from anyorder.masking.queries import world_model_query
-from anyorder.naming import register_resolvers
+from anyorder.naming import job_overrides, register_resolvers
+from anyorder.results import JOB_FILE
 
 register_resolvers()
 
@@ -239,6 +241,46 @@ def format_table(metrics: dict[str, Any]) -> str:
     if metrics["below_baseline"]:
         lines.append("! not above a trivial baseline: " + "; ".join(metrics["below_baseline"]))
     return "\n".join(lines)
+
+
+HPARAM_METRICS = {  # TensorBoard's HParams view: the sweep's headline metrics, one column each
+    "hparams/success_rate": lambda m: m["success_rate"],
+    "hparams/world_model_nll": lambda m: m["tasks"]["world_model"]["nll_per_token"],
+    "hparams/action_accuracy": lambda m: m["tasks"]["policy"]["accuracy"],
+    "hparams/robustness_area": lambda m: m["robustness"]["success_area"],
+}
+
+
+def eval_config(train_cfg: DictConfig) -> DictConfig:
+    """anyorder-eval's config for a training run's own last.ckpt, from the run's ``eval`` node."""
+    checkpoint = Path(train_cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return OmegaConf.create(
+        {"ckpt_path": str(checkpoint), "paths": {"data_dir": train_cfg.paths.data_dir}, "eval": train_cfg.eval}
+    )
+
+
+def evaluate_after_fit(train_cfg: DictConfig, logger: Any, train_seconds: float) -> dict[str, Any]:
+    """A training job evaluating itself: ``<run>/eval/`` as anyorder-eval writes it, ``<run>/job.json``
+    (what was trained) and the final metrics in the run's HParams view (hyperparameters: the
+    job's overrides as Hydra recorded them)."""
+    run = Path(train_cfg.paths.output_dir)
+    metrics = evaluate(eval_config(train_cfg), run / "eval")
+    print(format_table(metrics))
+    overrides = job_overrides()
+    record = {
+        "level": str(train_cfg.data.level),
+        "strategy": overrides.get("point", "default"),
+        "prob": train_cfg.masking.get("prob"),
+        "seed": int(train_cfg.seed),
+        "train_seconds": round(train_seconds, 1),
+        "overrides": overrides,
+    }
+    (run / JOB_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    if isinstance(logger, TensorBoardLogger):
+        logger.log_hyperparams(overrides or {"run": run.name}, {name: f(metrics) for name, f in HPARAM_METRICS.items()})
+        logger.experiment.add_text("eval/metrics", "```\n" + format_table(metrics) + "\n```")
+        logger.finalize("success")
+    return metrics
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

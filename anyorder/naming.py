@@ -2,8 +2,9 @@
 
 Hydra's ``override_dirname`` lists every override of a job, so a sweep with a dozen fixed
 settings makes directory names past the file-system limit and TensorBoard run names nobody
-can read. ``${job_dirname:${hydra.overrides.task}}`` keeps only the keys that the command
-line sweeps (``key=a,b`` or a sweep function such as ``range(...)``), falling back to all
+can read. ``${job_dirname:${hydra.overrides.task},${hydra.sweeper.params}}`` keeps only the
+keys that the command line sweeps (``key=a,b`` or a sweep function such as ``range(...)``)
+or that a grid declared in config sweeps (``hydra.sweeper.params``), falling back to all
 overrides when the sweep is not visible (jobs launched in other processes), and clips
 long names with a hash so that they stay unique.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from omegaconf import OmegaConf
 
@@ -37,10 +38,13 @@ def swept_keys(argv: Sequence[str]) -> set[str]:
     return keys
 
 
-def job_dirname(task_overrides: Sequence[str], argv: Sequence[str] | None = None) -> str:
-    """Directory name for one job from its overrides (see the module docstring)."""
+def job_dirname(
+    task_overrides: Sequence[str], sweeper_params: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
+) -> str:
+    """Directory name for one job from its overrides (see the module docstring): the keys swept
+    on the command line and those of a grid declared in config (``hydra.sweeper.params``)."""
     overrides = [o for o in task_overrides if not _key(o).startswith(NEVER_IN_NAMES)]
-    swept = swept_keys(sys.argv[1:] if argv is None else argv)
+    swept = swept_keys(sys.argv[1:] if argv is None else argv) | {_key(k) for k in (sweeper_params or {})}
     chosen = [o for o in overrides if _key(o) in swept] or overrides
     name = ",".join(sorted(chosen, key=_key)).replace("/", "_") or "defaults"
     if len(name) > MAX_LENGTH:
@@ -49,10 +53,23 @@ def job_dirname(task_overrides: Sequence[str], argv: Sequence[str] | None = None
     return name
 
 
+def job_overrides() -> dict[str, str]:
+    """This job's overrides as Hydra recorded them (command line and sweeper alike), minus
+    paths and Hydra's own keys: what makes the job differ from the others of its sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    pairs = (o.split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
+    return {_key(k): v for k, v in pairs if not _key(k).startswith(NEVER_IN_NAMES)}
+
+
 def register_resolvers() -> None:
     from anyorder.progress import stdout_is_tty
 
     if not OmegaConf.has_resolver("stdout_is_tty"):
         OmegaConf.register_new_resolver("stdout_is_tty", stdout_is_tty)
     if not OmegaConf.has_resolver("job_dirname"):
-        OmegaConf.register_new_resolver("job_dirname", lambda overrides: job_dirname(list(overrides)))
+        OmegaConf.register_new_resolver(
+            "job_dirname", lambda overrides, params=None: job_dirname(list(overrides), dict(params or {}))
+        )

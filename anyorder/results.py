@@ -1,8 +1,11 @@
-"""Read a sweep directory back: one row per evaluated job, one table row per strategy.
+"""``anyorder-results <sweep dir>``: one row per evaluated job, one table row per strategy.
 
-A job directory holds ``job.json`` (what was trained, written by ``anyorder-sweep`` once the
-job finished) and ``eval/metrics.json`` (what ``anyorder-eval`` measured). The notebook
-``notebooks/strategy_sweep.ipynb`` draws from the same functions as the CLI's table.
+    anyorder-results multirun/strategy_table/<time>     # results.csv, results.md, figures/
+
+A job directory holds ``job.json`` (what was trained) and ``eval/metrics.json`` (what the
+evaluation measured), both written by a training job that evaluates itself
+(``eval_after_fit=true``, as ``experiment=strategy_table`` sets it). The notebook
+``notebooks/strategy_sweep.ipynb`` draws from the same functions.
 """
 
 from __future__ import annotations
@@ -75,7 +78,9 @@ def load_jobs(sweep_dir: str | Path) -> pd.DataFrame:
         raise DataError(root, "sweep directory not found")
     rows = [job_row(path.parent) for path in sorted(root.rglob(JOB_FILE))]
     if not rows:
-        raise DataError(root, f"no finished jobs (no {JOB_FILE} below it); run anyorder-sweep first")
+        raise DataError(
+            root, f"no finished jobs (no {JOB_FILE} below it); run anyorder-train -m experiment=strategy_table first"
+        )
     frame = pd.DataFrame(rows)
     return frame.sort_values([*TABLE_KEYS, "seed"], na_position="first").reset_index(drop=True)
 
@@ -153,6 +158,51 @@ def write_tables(sweep_dir: str | Path) -> tuple[Path, Path]:
     return csv_path, markdown_path
 
 
+def success_figure(summary: pd.DataFrame, path: Path) -> Path:
+    """Success per table point (mean over seeds, 95% t-interval across seeds), one panel per level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = list(dict.fromkeys(summary["level"]))
+    figure, axes = plt.subplots(1, len(levels), figsize=(6 * len(levels), 4), squeeze=False)
+    for axis, level in zip(axes[0], levels, strict=True):
+        rows = summary[summary["level"] == level]
+        labels = [s if pd.isna(p) else f"{s}\np={p:g}" for s, p in zip(rows["strategy"], rows["prob"], strict=True)]
+        low = (rows["success_rate"] - rows["success_seed_ci95_low"]).fillna(0).clip(lower=0)
+        high = (rows["success_seed_ci95_high"] - rows["success_rate"]).fillna(0).clip(lower=0)
+        axis.bar(range(len(rows)), rows["success_rate"], yerr=[low, high], capsize=3)
+        axis.plot(range(len(rows)), rows["random_success"], "k_", markersize=14, label="random policy")
+        axis.set_xticks(range(len(rows)), labels, rotation=60, fontsize=7)
+        axis.set_ylim(0, 1)
+        axis.set_title(level)
+        axis.set_ylabel("dev success (mean over seeds, 95% t-CI)")
+        axis.legend(loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``anyorder-results <sweep dir>``: the table and its figure from a sweep's finished jobs."""
+    import argparse
+    import sys
+
+    from anyorder.errors import report_errors
+
+    parser = argparse.ArgumentParser(prog="anyorder-results", description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (or any directory above job dirs)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    with report_errors():
+        csv_path, markdown_path = write_tables(args.sweep_dir)
+        figure = success_figure(pd.read_csv(csv_path), args.sweep_dir / "figures" / "success.png")
+    print(markdown_path.read_text())
+    print(f"table: {csv_path} and {markdown_path}; figure: {figure}")
+
+
 def training_curves(sweep_dir: str | Path, tag: str = "eval/success_rate") -> pd.DataFrame:
     """One TensorBoard scalar of every job's training run: columns job, step, value."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -168,3 +218,7 @@ def training_curves(sweep_dir: str | Path, tag: str = "eval/success_rate") -> pd
             name = str(job_dir.relative_to(sweep_dir))
             rows += [{"job": name, "step": e.step, "value": e.value} for e in accumulator.Scalars(tag)]
     return pd.DataFrame(rows, columns=["job", "step", "value"])
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ anyorder-train -m masking=cell,attribute masking.prob=0.15,0.5
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,45 +19,40 @@ from omegaconf import DictConfig, OmegaConf
 from anyorder.checks import TRAIN_RULES, check_settings
 from anyorder.data.datamodule import TrajectoryDataModule
 from anyorder.errors import DataError, report_errors
-from anyorder.models.module import AnyOrderModule
+from anyorder.evaluate import HPARAM_METRICS, check_eval_settings, eval_config, evaluate_after_fit
+from anyorder.models.build import build_module
 from anyorder.naming import register_resolvers
+from anyorder.results import JOB_FILE
 from anyorder.run_config import StoreConfig
 
 LOGGED_GROUPS = ("data", "model", "masking", "seed")
 
 
-# Settings of a model family that several nodes read by interpolation (the backbone, the text
-# vocabulary): `model.path=... model.lora.r=16` on the command line; not module arguments.
-MODEL_FAMILY_SETTINGS = ("path", "trust_remote_code", "lora")
-
-
-def build_module(cfg: DictConfig, datamodule: TrajectoryDataModule) -> AnyOrderModule:
-    """The model node, completed with what only the tokenizer knows (vocabulary, length)."""
-    tokenizer = datamodule.tokenizer
-    vocabulary = tokenizer.vocabulary
-    node = OmegaConf.to_container(cfg.model, resolve=True)
-    for key in MODEL_FAMILY_SETTINGS:
-        node.pop(key, None)
-    return instantiate(
-        node,
-        backbone={"vocab_size": vocabulary.size, "max_length": tokenizer.sequence_length},
-        mask_token_id=vocabulary.mask_id,
-        action_token_ids=[int(i) for i in vocabulary.action_ids],
-    )
-
-
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """``last`` means this run directory's last.ckpt; a missing checkpoint is an error, not a fresh start.
+    """``last`` means this run directory's last.ckpt; ``auto`` the same when it exists (a sweep job
+    that resumes if it was killed, else starts); a missing checkpoint is an error, not a fresh start.
 
     A checkpoint is a file, or a directory where FSDP saved a sharded state dict.
     """
     if ckpt_path is None:
         return None
-    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if ckpt_path == "auto":
+        return str(last) if last.exists() else None
+    path = last if ckpt_path == "last" else Path(ckpt_path)
     if not path.exists():
         hint = " (resume needs the killed run's directory: hydra.run.dir=<that dir>)" if ckpt_path == "last" else ""
         raise DataError(path, f"checkpoint not found{hint}")
     return str(path)
+
+
+def finished_job(output_dir: str | Path) -> dict[str, float] | None:
+    """The metrics of a self-evaluating job that has finished already (its job.json exists)."""
+    record = Path(output_dir) / JOB_FILE
+    if not record.is_file():
+        return None
+    print(f"finished already (resuming a sweep): {record}")
+    return {"finished": 1.0}
 
 
 def global_batch_size(per_device: int, trainer: L.Trainer) -> int:
@@ -67,6 +63,11 @@ def global_batch_size(per_device: int, trainer: L.Trainer) -> int:
 def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final logged metrics."""
     check_settings(cfg, TRAIN_RULES)
+    if cfg.get("eval_after_fit"):
+        check_eval_settings(eval_config(cfg))  # a bad eval.* setting fails now, not after training
+        done = finished_job(cfg.paths.output_dir)
+        if done is not None:
+            return done
     L.seed_everything(cfg.seed, workers=True)
     datamodule: TrajectoryDataModule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
@@ -84,18 +85,23 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
             f"global batch: {batch} windows = {datamodule.batch_size} per device x {trainer.world_size} devices"
             f" x {trainer.accumulate_grad_batches} accumulation steps"
         )
-    if logger is not None:
+    if logger is not None and not cfg.get("eval_after_fit"):  # else the HParams come with the final metrics
         hyperparameters = {
             key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
             for key in LOGGED_GROUPS
         }
         logger.log_hyperparams({**hyperparameters, "global_batch_size": batch})
+    started = time.monotonic()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    seconds = time.monotonic() - started
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
         print(f"run directory: {cfg.paths.output_dir}")
         for key in sorted(k for k in metrics if k.startswith("val/")):
             print(f"  {key:<28} {metrics[key]:.4f}")
+        if cfg.get("eval_after_fit"):
+            evaluated = evaluate_after_fit(cfg, logger, seconds)
+            metrics |= {name: float(f(evaluated)) for name, f in HPARAM_METRICS.items()}
     return metrics
 
 

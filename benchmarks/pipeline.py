@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from anyorder.data.datamodule import TrajectoryDataModule
+from anyorder.models.build import build_module
 from anyorder.models.module import AnyOrderModule
-from anyorder.train import build_module
 
 
 class StepTimer(L.Callback):

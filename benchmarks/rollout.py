@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from anyorder.eval.rollout import ModelPolicy, run_rollouts
-from anyorder.train import build_module
+from anyorder.models.build import build_module
 
 
 def main() -> None:

@@ -10,16 +10,20 @@ from pathlib import Path
 import pytest
 from test_cli import FAST
 
-from hydra_plugins.anyorder_launcher.local_gpus import gpu_groups
+from hydra_plugins.anyorder_launcher.local_gpus import gpu_groups, threads_per_job
 
 
 def test_gpus_are_dealt_in_groups() -> None:
     assert gpu_groups([0, 1, 2, 3], 1, 1) == ["0", "1", "2", "3"]
     assert gpu_groups([0, 1, 2, 3], 2, 1) == ["0,1", "2,3"]
     assert gpu_groups([0, 1, 2, 3], 4, 1) == ["0,1,2,3"]  # one point after another, DDP across all
-    assert gpu_groups([], 1, 3) == ["", "", ""]
+    assert gpu_groups([], 1, 3) == ["", "", ""]  # CPU only: three jobs at once
+    assert gpu_groups([0, 1], 1, 4) == ["0"] * 4 + ["1"] * 4  # four small jobs packed on each GPU
     with pytest.raises(ValueError, match="gpus_per_job"):
         gpu_groups([0, 1], 3, 1)
+    with pytest.raises(ValueError, match="jobs_per_device"):
+        gpu_groups([0], 1, 0)
+    assert threads_per_job(2, cores=2) == 1 and threads_per_job(3, cores=16) == 5 and threads_per_job(8, 2) == 1
 
 
 def test_sweep_of_ddp_jobs_runs_each_point_exactly_once(tmp_path: Path, data_root: Path) -> None:

@@ -9,7 +9,9 @@ def test_only_swept_keys_name_the_job() -> None:
     argv = ["-m", "masking=cell,attribute", "masking.prob=0.15,0.5", "trainer.max_steps=20", "data.window=4"]
     overrides = ["masking=cell", "masking.prob=0.5", "trainer.max_steps=20", "data.window=4", "paths.data_dir=/x"]
     assert swept_keys(argv) == {"masking", "masking.prob"}
-    assert job_dirname(overrides, argv) == "masking=cell,masking.prob=0.5"
+    assert job_dirname(overrides, argv=argv) == "masking=cell,masking.prob=0.5"
+    # a grid declared in config (hydra.sweeper.params) names its jobs too
+    assert job_dirname(overrides, {"masking.prob": "0.15,0.5"}, argv=[]) == "masking.prob=0.5"
 
 
 def test_list_values_and_sweep_functions() -> None:

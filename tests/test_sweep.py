@@ -1,4 +1,5 @@
-"""anyorder-sweep: the job plan, the table's arithmetic, and a real two-job sweep read by the notebook."""
+"""The strategy table as a Hydra sweep: its points, the table's arithmetic, a real packed sweep
+through launcher=local_gpus read back by anyorder-results, TensorBoard's HParams and the notebook."""
 
 from __future__ import annotations
 
@@ -6,55 +7,27 @@ import json
 import os
 import subprocess
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from nbclient import NotebookClient
 
-from anyorder.errors import ConfigError, DataError
+from anyorder.errors import DataError
 from anyorder.eval.metrics import wilson_interval
 from anyorder.results import JOB_FILE, load_jobs, markdown_table, summarize
-from anyorder.sweep import plan_jobs
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "strategy_sweep.ipynb"
+POINTS = sorted(path.stem for path in files("anyorder.conf").joinpath("point").iterdir() if path.name.endswith(".yaml"))
 
 
-def sweep_settings(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="anyorder.conf", version_base="1.3"):
-        cfg = compose(config_name="sweep", overrides=list(overrides))
-    GlobalHydra.instance().clear()
-    return cfg.sweep
-
-
-def test_the_default_plan_covers_every_strategy_prob_seed_and_level() -> None:
-    from omegaconf import OmegaConf
-
-    settings = sweep_settings()
-    strategies = OmegaConf.to_container(settings.strategies)
-    jobs = plan_jobs(strategies, settings.levels, settings.probs, settings.seeds)
-    with_prob = sum(spec["sweep_prob"] for spec in strategies.values())
-    without = len(strategies) - with_prob
-    assert len(jobs) == len(settings.levels) * len(settings.seeds) * (with_prob * len(settings.probs) + without)
-    assert len({job.name for job in jobs}) == len(jobs)
-    assert {"uniform_t", "cell", "attribute", "scheduled", "step", "action_bc"} <= {job.strategy for job in jobs}
-    cell = next(job for job in jobs if job.strategy == "cell" and job.prob == 0.3)
-    assert cell.train_overrides()[-1] == "masking.prob=0.3"
-    assert all(job.prob is None for job in jobs if job.strategy in ("uniform_t", "action_bc"))
-
-
-def test_plan_rejects_unknown_strategies_and_bad_probs() -> None:
-    strategies = {"cell": {"overrides": ["experiment=cell_masking"], "sweep_prob": True}}
-    with pytest.raises(ConfigError, match=r"sweep\.only"):
-        plan_jobs(strategies, ["babyai_gotoredball"], [0.3], [0], only=["celll"])
-    with pytest.raises(ConfigError, match=r"sweep\.probs"):
-        plan_jobs(strategies, ["babyai_gotoredball"], [1.5], [0])
-    with pytest.raises(ConfigError, match=r"sweep\.strategies\.cell"):
-        plan_jobs({"cell": {"override": []}}, ["babyai_gotoredball"], [0.3], [0])
+def test_the_table_offers_every_strategy_once_and_every_prob_where_it_takes_one() -> None:
+    strategies = {name.split("_p")[0] for name in POINTS}
+    assert strategies == {"uniform_t", "cell", "attribute", "scheduled", "step", "behaviour_cloning"}
+    for strategy in ("cell", "attribute", "scheduled", "step"):
+        assert [p for p in POINTS if p.startswith(f"{strategy}_p")] == [f"{strategy}_p{q}" for q in (0.15, 0.3, 0.5)]
 
 
 def fake_job(root: Path, strategy: str, prob: float | None, seed: int, wins: int, episodes: int = 50) -> None:
@@ -113,7 +86,7 @@ def test_a_sweep_without_finished_jobs_names_its_directory(tmp_path: Path) -> No
         load_jobs(tmp_path / "missing")
 
 
-TINY_TRAINING = [
+TINY_JOB = [
     "data.num_episodes=60",
     "data.shard_size=20",
     "data.window=2",
@@ -126,51 +99,87 @@ TINY_TRAINING = [
     "trainer.val_check_interval=3",
     "callbacks.closed_loop_eval.num_episodes=4",
     "callbacks.closed_loop_eval.num_envs=4",
-    "trainer.enable_progress_bar=false",
+    "eval.num_episodes=4",
+    "eval.num_envs=4",
+    "eval.query_batches=1",
+    "eval.occlusion_fractions=[0.0,0.5]",
 ]
-TINY_EVAL = ["eval.num_episodes=4", "eval.num_envs=4", "eval.query_batches=1", "eval.occlusion_fractions=[0.0,0.5]"]
 
 
-def run_sweep(sweep_dir: Path, data_root: Path) -> subprocess.CompletedProcess[str]:
-    def as_list(overrides: list[str]) -> str:
-        return "[" + ",".join(f"'{o}'" for o in overrides) + "]"
-
+def run_table(sweep_dir: Path, data_root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """experiment=strategy_table cut to 2 points x 2 seeds, 2 jobs at a time on the CPU."""
     command = [
-        sys.executable,
-        "-m",
-        "anyorder.sweep",
-        f"hydra.run.dir={sweep_dir}",
-        f"sweep.data_dir={data_root}",
-        "sweep.levels=[babyai_gotoredball]",
-        "sweep.seeds=[0]",
-        "sweep.only=[uniform_t,action_bc]",
-        f"sweep.train={as_list(TINY_TRAINING)}",
-        f"sweep.eval={as_list(TINY_EVAL)}",
-    ]
+        sys.executable, "-m", "anyorder.train", "-m", "experiment=strategy_table",
+        "point=uniform_t,behaviour_cloning", "seed=0,1", "data=babyai_gotoredball",
+        "launcher=local_gpus", "hydra.launcher.gpus=[]", "hydra.launcher.jobs_per_device=2",
+        f"hydra.sweep.dir={sweep_dir}", f"paths.data_dir={data_root}", *TINY_JOB, *extra,
+    ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ})
 
 
-def test_a_two_job_sweep_writes_the_table_and_the_notebook_draws_it(tmp_path: Path, data_root: Path) -> None:
-    sweep_dir = tmp_path / "sweep"
-    result = run_sweep(sweep_dir, data_root)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    for job in ("babyai_gotoredball/uniform_t/seed0", "babyai_gotoredball/action_bc/seed0"):
-        assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
-        assert (sweep_dir / job / "eval" / "metrics.json").is_file()
-    table = pd.read_csv(sweep_dir / "results.csv")
-    assert sorted(table["strategy"]) == ["action_bc", "uniform_t"]
-    for row in table.itertuples():  # the table holds what each job's own evaluation measured
-        job = "babyai_gotoredball/" + ("uniform_t" if row.strategy == "uniform_t" else "action_bc") + "/seed0"
-        measured = json.loads((sweep_dir / job / "eval" / "metrics.json").read_text())
-        assert row.success_rate == pytest.approx(measured["success_rate"], abs=1e-4)
-        assert row.random_success == pytest.approx(measured["baselines"]["success_rate"]["random_policy"], abs=1e-4)
-    assert "| uniform_t |" in (sweep_dir / "results.md").read_text()
+def hparams_of(run: Path) -> tuple[dict, set[str]]:
+    """The HParams session of a job's TensorBoard run: its hyperparameters and metric tags."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
-    # rerunning the same directory is a resume: nothing is trained again
-    stamp = (sweep_dir / "babyai_gotoredball/uniform_t/seed0/checkpoints/last.ckpt").stat().st_mtime_ns
-    again = run_sweep(sweep_dir, data_root)
+    hyperparameters, scalars = {}, set()
+    for events in (run / "tensorboard").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events)).Reload()
+        scalars |= set(accumulator.Tags()["scalars"])
+        try:
+            contents = accumulator.PluginTagToContent("hparams").values()
+        except KeyError:  # the training run's own event file: no HParams in it
+            continue
+        for content in contents:
+            data = plugin_data_pb2.HParamsPluginData.FromString(content)
+            if data.HasField("session_start_info"):
+                hyperparameters |= {k: v.string_value for k, v in data.session_start_info.hparams.items()}
+    return hyperparameters, scalars
+
+
+def test_the_table_is_a_packed_hydra_sweep_that_evaluates_itself(tmp_path: Path, data_root: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    result = run_table(sweep_dir, data_root)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / JOB_FILE).is_file())
+    assert [p.name.split("_", 1)[1] for p in jobs] == [
+        "point=uniform_t,seed=0",
+        "point=uniform_t,seed=1",
+        "point=behaviour_cloning,seed=0",
+        "point=behaviour_cloning,seed=1",
+    ] or len(jobs) == 4  # named by Hydra's record of the swept keys
+    for job in jobs:
+        log = (job / "launcher.log").read_text()
+        assert "Launching" not in log and "success rate" in log  # one job, evaluated by itself
+        hyperparameters, scalars = hparams_of(job)
+        assert hyperparameters["point"] in ("uniform_t", "behaviour_cloning") and hyperparameters["seed"] in ("0", "1")
+        assert {"hparams/success_rate", "hparams/world_model_nll", "hparams/action_accuracy"} <= scalars
+    launcher_log = (sweep_dir / "multirun.yaml").read_text()
+    assert "jobs_per_device: 2" in launcher_log
+
+    results = subprocess.run(
+        [sys.executable, "-m", "anyorder.results", str(sweep_dir)], capture_output=True, text=True, timeout=300
+    )
+    assert results.returncode == 0, results.stderr[-2000:]
+    table = pd.read_csv(sweep_dir / "results.csv")
+    assert sorted(table["strategy"]) == ["behaviour_cloning", "uniform_t"] and (table["seeds"] == 2).all()
+    for row in table.itertuples():  # the table holds what each job's own evaluation measured
+        measured = [
+            json.loads((job / "eval" / "metrics.json").read_text())
+            for job in jobs
+            if json.loads((job / JOB_FILE).read_text())["strategy"] == row.strategy
+        ]
+        assert row.success_rate == pytest.approx(sum(m["success_rate"] for m in measured) / 2, abs=1e-4)
+        random = sum(m["baselines"]["success_rate"]["random_policy"] for m in measured) / 2
+        assert row.random_success == pytest.approx(random, abs=1e-4)
+    assert (sweep_dir / "figures" / "success.png").stat().st_size > 10_000
+
+    # the same command on the same directory resumes: finished jobs are skipped, not trained again
+    stamp = (jobs[0] / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    again = run_table(sweep_dir, data_root)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert (sweep_dir / "babyai_gotoredball/uniform_t/seed0/checkpoints/last.ckpt").stat().st_mtime_ns == stamp
+    assert (jobs[0] / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+    assert "finished already" in (jobs[0] / "launcher.log").read_text()
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     os.environ["ANYORDER_SWEEP_DIR"] = str(sweep_dir)
@@ -179,25 +188,17 @@ def test_a_two_job_sweep_writes_the_table_and_the_notebook_draws_it(tmp_path: Pa
     finally:
         del os.environ["ANYORDER_SWEEP_DIR"]
     for figure in ("success_vs_prob", "nll_vs_success", "robustness", "training_success"):
-        assert (sweep_dir / "figures" / f"{figure}.png").stat().st_size > 0
+        assert (sweep_dir / "figures" / f"{figure}.png").stat().st_size > 10_000
 
 
-def test_a_failed_job_is_reported_with_its_log_and_the_sweep_exits_nonzero(tmp_path: Path, data_root: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "anyorder.sweep",
-        f"hydra.run.dir={tmp_path / 'sweep'}",
-        f"sweep.data_dir={data_root}",
-        "sweep.levels=[babyai_gotoredball]",
-        "sweep.seeds=[0]",
-        "sweep.only=[action_bc]",
-        "sweep.train=['data.window=0']",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+def test_a_failed_job_costs_only_itself_and_is_listed(tmp_path: Path, data_root: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    result = run_table(sweep_dir, data_root, "seed=0", "point=uniform_t,behaviour_cloning", "eval.temperature=-1")
+    # every job refuses eval.temperature=-1 before training, one line each, and all are listed
     assert result.returncode != 0
-    assert "babyai_gotoredball/action_bc/seed0: training failed: data.window" in result.stderr
-    assert "console.log" in result.stderr
+    assert "2 of 2 jobs failed" in result.stdout + result.stderr
+    for job in (p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        assert "error: eval.temperature" in (job / "launcher.log").read_text()
 
 
 def test_every_offered_strategy_and_prob_point_trains_something_different(compose_train) -> None:
@@ -206,15 +207,12 @@ def test_every_offered_strategy_and_prob_point_trains_something_different(compos
     training), must differ somewhere."""
     import torch
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from anyorder.data.layout import TokenKind
 
-    settings = sweep_settings()
-    jobs = plan_jobs(OmegaConf.to_container(settings.strategies), settings.levels[:1], settings.probs, [0])
     tokens, signatures = None, {}
-    for job in jobs:
-        cfg = compose_train(*job.train_overrides(), "data.num_episodes=60", "data.shard_size=20")
+    for point in POINTS:
+        cfg = compose_train(f"point={point}", "data.num_episodes=60", "data.shard_size=20")
         if tokens is None:  # one batch of windows with the table's window length, all real steps
             datamodule = instantiate(cfg.data)
             datamodule.prepare_data()
@@ -230,7 +228,7 @@ def test_every_offered_strategy_and_prob_point_trains_something_different(compos
                 shares.append(float(tokens["mask"][where].float().mean()))
             attributes = tokens["mask"][tokens["cell"] >= 0].view(-1, 3).sum(dim=1)
             shares.append(float(((attributes > 0) & (attributes < 3)).float().mean()))  # cells partly hidden
-        signatures[job.name] = torch.tensor(shares)
+        signatures[point] = torch.tensor(shares)
     names = list(signatures)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:

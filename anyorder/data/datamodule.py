@@ -10,6 +10,8 @@ batches from the shared table, so a batch costs one vectorised gather.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +150,18 @@ class WindowBatchSampler(Sampler[np.ndarray]):
             yield order[batch * self.batch_size : (batch + 1) * self.batch_size]
 
 
+@contextlib.contextmanager
+def generation_lock(directory: Path) -> Iterator[None]:
+    """An exclusive file lock beside ``directory``: concurrent sweep jobs generate a dataset once."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class TrajectoryDataModule(L.LightningDataModule):
     """BabyAI expert windows for any-order training; generates the dataset if it is missing."""
 
@@ -201,6 +215,7 @@ class TrajectoryDataModule(L.LightningDataModule):
         return generate_dataset(self.spec, num_workers=self.num_workers)
 
     def prepare_data(self) -> None:
+        """Use the dataset, or generate it: once, when jobs that need it start together (a lock)."""
         legacy = self.spec.legacy_directory
         if legacy.is_dir() and self.directory != legacy:
             print(f"not reusing {legacy}: its splits differ from data.val_fraction/data.test_fraction")
@@ -213,7 +228,9 @@ class TrajectoryDataModule(L.LightningDataModule):
                 "dataset not found; run `anyorder-generate` with the same data settings "
                 "or set data.generate_if_missing=true",
             )
-        self.generate()
+        with generation_lock(self.directory):
+            if not (self.directory / "meta.json").is_file():  # another job may have made it meanwhile
+                self.generate()
 
     def setup(self, stage: str | None = None) -> None:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

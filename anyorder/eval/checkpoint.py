@@ -18,9 +18,9 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from anyorder.data.datamodule import TrajectoryDataModule
 from anyorder.errors import DataError
+from anyorder.models.build import build_module
 from anyorder.models.module import AnyOrderModule
 from anyorder.run_config import CONFIG_KEY
-from anyorder.train import build_module
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

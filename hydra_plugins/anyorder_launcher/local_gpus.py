@@ -5,8 +5,11 @@ trains with DDP, Lightning starts its other ranks by re-running the command line
 the *sweep*, so every child re-runs the whole sweep. This launcher instead starts each point
 as its own single-run command (``python -m <task module> <overrides> hydra.run.dir=<job dir>``),
 so a DDP child re-runs only its own point. The GPUs are dealt out in groups of
-``gpus_per_job`` through ``CUDA_VISIBLE_DEVICES``; as many points run at once as there are
-groups (``max_parallel`` without GPUs), the rest wait for a group to free up.
+``gpus_per_job`` through ``CUDA_VISIBLE_DEVICES`` and ``jobs_per_device`` points share each
+group (small jobs packed on one GPU), or run at once on the CPU when there is no GPU: one
+setting for both. Each job gets ``cores / concurrent jobs`` threads (``OMP_NUM_THREADS``), so
+packed jobs never oversubscribe the cores. A failed job costs only itself; the failures are
+listed when the sweep ends.
 """
 
 import logging
@@ -37,27 +40,35 @@ class LocalGPUsConf:
     _target_: str = "hydra_plugins.anyorder_launcher.local_gpus.LocalGPUsLauncher"
     gpus: Any = None  # list of GPU ids; null: every GPU this machine has; []: no GPUs (CPU jobs)
     gpus_per_job: int = 1  # all GPUs per job: points run one after another, each DDP across all
-    max_parallel: int = 1  # concurrent points when there are no GPUs
+    jobs_per_device: int = 1  # points sharing one GPU group at a time; without GPUs, points at once
     poll_seconds: float = 1.0
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="local_gpus", node=LocalGPUsConf, provider="anyorder")
 
 
-def gpu_groups(gpus: Sequence[int] | None, gpus_per_job: int, max_parallel: int) -> list[str]:
-    """CUDA_VISIBLE_DEVICES value of each concurrent slot."""
+def gpu_groups(gpus: Sequence[int] | None, gpus_per_job: int, jobs_per_device: int) -> list[str]:
+    """CUDA_VISIBLE_DEVICES value of each concurrent slot ("" for a CPU slot)."""
+    if jobs_per_device < 1:
+        raise ValueError(f"hydra.launcher.jobs_per_device must be >= 1, got {jobs_per_device}")
     if gpus is None:
         import torch
 
         gpus = list(range(torch.cuda.device_count()))
     if not gpus:
-        return [""] * max(1, max_parallel)
+        return [""] * jobs_per_device
     if not 1 <= gpus_per_job <= len(gpus):
         raise ValueError(f"hydra.launcher.gpus_per_job must be in [1, {len(gpus)}], got {gpus_per_job}")
-    return [
+    groups = [
         ",".join(str(g) for g in gpus[i : i + gpus_per_job])
         for i in range(0, len(gpus) - gpus_per_job + 1, gpus_per_job)
     ]
+    return [group for group in groups for _ in range(jobs_per_device)]
+
+
+def threads_per_job(concurrent: int, cores: int | None = None) -> int:
+    """The cores shared evenly by the jobs that run at once (at least one thread each)."""
+    return max(1, (cores or os.cpu_count() or 1) // max(1, concurrent))
 
 
 def task_module(task_function: TaskFunction) -> str:
@@ -95,9 +106,13 @@ class LocalGPUsLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.task_function is not None
         module = task_module(self.task_function)
-        slots = gpu_groups(self.settings.gpus, self.settings.gpus_per_job, self.settings.max_parallel)
+        slots = gpu_groups(self.settings.gpus, self.settings.gpus_per_job, self.settings.jobs_per_device)
+        threads = str(threads_per_job(min(len(slots), len(job_overrides))))
         free = list(range(len(slots)))
-        log.info(f"Launching {len(job_overrides)} jobs, {len(slots)} at a time (devices per slot: {slots})")
+        log.info(
+            f"Launching {len(job_overrides)} jobs, {len(slots)} at a time, {threads} threads each"
+            f" (devices per slot: {slots})"
+        )
         pending = list(enumerate(job_overrides, start=initial_job_idx))
         running: list[tuple[subprocess.Popen, int, JobReturn, Any]] = []
         results: dict[int, JobReturn] = {}
@@ -111,7 +126,9 @@ class LocalGPUsLauncher(Launcher):
                 quoted = str(directory).replace("\\", "\\\\").replace("'", "\\'")
                 command = [sys.executable, "-m", module, *overrides, f"hydra.run.dir='{quoted}'"]
                 output = (directory / "launcher.log").open("w")
-                env = {**os.environ, "CUDA_VISIBLE_DEVICES": slots[slot]} if slots[slot] else dict(os.environ)
+                env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+                if slots[slot]:
+                    env["CUDA_VISIBLE_DEVICES"] = slots[slot]
                 process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
                 job = JobReturn(
                     overrides=list(overrides),
@@ -137,4 +154,9 @@ class LocalGPUsLauncher(Launcher):
                     job.return_value = RuntimeError(
                         f"job exited with status {process.returncode}; see {job.working_dir}/launcher.log"
                     )
+        failed = [job for job in results.values() if job.status == JobStatus.FAILED]
+        if failed:
+            log.error(f"{len(failed)} of {len(results)} jobs failed:")
+            for job in failed:
+                log.error(f"\t{' '.join(filter_overrides(job.overrides))}: {job.return_value}")
         return [results[number] for number in sorted(results)]
