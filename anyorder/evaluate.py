@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from anyorder.checks import EVAL_RULES, check_settings
 from anyorder.data.episodes import read_meta
@@ -175,13 +176,16 @@ def write_outputs(
     figures.mkdir(parents=True, exist_ok=True)
     figure.savefig(figures / "robustness.png")
     with SummaryWriter(str(output_dir / "tensorboard")) as writer:
-        writer.add_scalar("eval/success_rate", metrics["success_rate"])
-        writer.add_scalar("eval/world_model_nll", metrics["tasks"]["world_model"]["nll_per_token"])
-        writer.add_scalar("eval/action_accuracy", metrics["tasks"]["policy"]["accuracy"])
-        writer.add_scalar("eval/robustness_success_area", robustness["success_area"])
-        for task, values in metrics["tasks"].items():
-            for name, value in values.items():
-                writer.add_scalar(f"eval/{task}/{name}", value)
+        # one evaluation is one point per metric: a table (Text tab) and the HParams view, not charts
+        writer.add_text("eval/metrics", "```\n" + format_table(metrics) + "\n```")
+        for name, value in hparam_metrics(metrics).items():
+            writer.add_scalar(name, value)
+        exp, start, end = hparams_summary(
+            {"checkpoint": str(run.checkpoint), "split": metrics["split"], "level": level},
+            hparam_metrics(metrics),
+        )
+        for summary in (exp, start, end):
+            writer.file_writer.add_summary(summary)
         writer.add_figure("eval/robustness", figure)
         for index, picture in enumerate(world_model_pictures(run, evaluator)):
             save_png(picture, figures / f"world_model_{index}.png")
@@ -243,6 +247,10 @@ def format_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def hparam_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {name: float(value(metrics)) for name, value in HPARAM_METRICS.items()}
+
+
 HPARAM_METRICS = {  # TensorBoard's HParams view: the sweep's headline metrics, one column each
     "hparams/success_rate": lambda m: m["success_rate"],
     "hparams/world_model_nll": lambda m: m["tasks"]["world_model"]["nll_per_token"],
@@ -277,7 +285,7 @@ def evaluate_after_fit(train_cfg: DictConfig, logger: Any, train_seconds: float)
     }
     (run / JOB_FILE).write_text(json.dumps(record, indent=2) + "\n")
     if isinstance(logger, TensorBoardLogger):
-        logger.log_hyperparams(overrides or {"run": run.name}, {name: f(metrics) for name, f in HPARAM_METRICS.items()})
+        logger.log_hyperparams(overrides or {"run": run.name}, hparam_metrics(metrics))
         logger.experiment.add_text("eval/metrics", "```\n" + format_table(metrics) + "\n```")
         logger.finalize("success")
     return metrics

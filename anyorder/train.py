@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from anyorder.checks import TRAIN_RULES, check_settings
 from anyorder.data.datamodule import TrajectoryDataModule
 from anyorder.errors import DataError, report_errors
-from anyorder.evaluate import HPARAM_METRICS, check_eval_settings, eval_config, evaluate_after_fit
+from anyorder.evaluate import check_eval_settings, eval_config, evaluate_after_fit, hparam_metrics
 from anyorder.models.build import build_module
 from anyorder.naming import register_resolvers
 from anyorder.results import JOB_FILE
@@ -101,7 +101,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
             print(f"  {key:<28} {metrics[key]:.4f}")
         if cfg.get("eval_after_fit"):
             evaluated = evaluate_after_fit(cfg, logger, seconds)
-            metrics |= {name: float(f(evaluated)) for name, f in HPARAM_METRICS.items()}
+            metrics |= hparam_metrics(evaluated)
     return metrics
 
 

@@ -285,6 +285,14 @@ def test_eval_command_writes_table_metrics_and_figures(trained_run, tmp_path: Pa
         assert key in baselines and all(0 <= v < 100 for v in baselines[key].values()), key
     assert "copy_previous" in baselines["world_model.exact_cell_accuracy_after_a_step"]
     assert "vs majority_action" in result.stdout
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from anyorder.evaluate import HPARAM_METRICS
+
+    board = EventAccumulator(str(tmp_path / "eval" / "tensorboard")).Reload()
+    assert set(board.Tags()["scalars"]) == set(HPARAM_METRICS)  # headline metrics only, not 26 one-point charts
+    assert "eval/metrics/text_summary" in board.Tags()["tensors"]  # the whole table, as text
+    assert board.PluginTagToContent("hparams")  # and the HParams session of this evaluation
     assert all(line.split(" ")[0] in baselines for line in metrics["below_baseline"])
     figures = tmp_path / "eval" / "figures"
     assert (figures / "robustness.png").is_file() and list(figures.glob("world_model_*.png"))

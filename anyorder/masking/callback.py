@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from anyorder.masking.rates import check_prob, sample_rates
 from anyorder.masking.schedule import ConstantSchedule, Schedule
 from anyorder.masking.strategies import MaskingStrategy
-from anyorder.masking.visualize import mask_grid
+from anyorder.masking.visualize import mask_figure
 
 
 class MaskingCallback(L.Callback):
@@ -83,7 +83,7 @@ class MaskingCallback(L.Callback):
         generator.manual_seed(self.seed * 1_000_003 + batch_idx * 7_919 + trainer.global_rank)
         self.apply(batch, trainer.global_step, generator)
         if batch_idx == 0 and trainer.is_global_zero and isinstance(trainer.logger, TensorBoardLogger):
-            trainer.logger.experiment.add_image("masking/example", mask_grid(batch), trainer.global_step)
+            trainer.logger.experiment.add_figure("masking/example", mask_figure(batch), trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self._generator.get_state() if self._generator is not None else None}

@@ -1,34 +1,65 @@
 """A picture of what a strategy hides, for TensorBoard.
 
-Each sample becomes a grid with one row for the mission and one per step, one column per
-token of a step (49 cells x 3 attributes, direction, action): black = padding, grey =
-visible, white = hidden. Cell masking shows as white triples, step masking as white rows,
-action masking as a white last column.
+One panel per sample, one row for the mission and one per step, one column per token of a
+step (49 cells x 3 attributes, direction, action). Each token kind has a colour: strong where
+the token is hidden, pale where it is visible; padding is black. Cell masking shows as strong
+triples, step masking as strong rows, the next-action question as one strong last column.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from anyorder.data.layout import STEP_LENGTH, TokenKind
 
-PAD, VISIBLE, HIDDEN = 0.0, 0.35, 1.0
+KIND_COLOURS = {  # RGB of a hidden token of each kind
+    TokenKind.MISSION: (0.55, 0.25, 0.75),
+    TokenKind.OBJECT: (0.85, 0.15, 0.15),
+    TokenKind.COLOR: (0.95, 0.6, 0.1),
+    TokenKind.STATE: (0.2, 0.6, 0.2),
+    TokenKind.DIRECTION: (0.1, 0.45, 0.85),
+    TokenKind.ACTION: (0.1, 0.1, 0.1),
+}
+PALE = 0.8  # a visible token: its kind's colour mixed this far toward white
 
 
-def mask_grid(batch: dict[str, torch.Tensor], samples: int = 4, scale: int = 4) -> torch.Tensor:
-    """``[1, H, W]`` float image in [0, 1] of the first ``samples`` masks of ``batch``."""
-    kind, step, mask = batch["kind"], batch["step"], batch["mask"]
+def mask_rgb(batch: dict[str, torch.Tensor], samples: int = 4) -> np.ndarray:
+    """``[samples, 1 + window, STEP_LENGTH, 3]`` float RGB: mission row, then one row per step."""
+    kind, step, mask = (batch[key].cpu() for key in ("kind", "step", "mask"))
     window = int(step.max().item()) + 1
-    rows = []
-    for b in range(min(samples, kind.shape[0])):
-        grid = torch.full((window + 1, STEP_LENGTH), PAD)
-        value = torch.where(mask[b], HIDDEN, VISIBLE).where(kind[b] != TokenKind.PAD, PAD).cpu()
-        mission = (kind[b] == TokenKind.MISSION).cpu()
-        grid[0, : int(mission.sum())] = value[mission]
+    count = min(samples, kind.shape[0])
+    image = np.zeros((count, window + 1, STEP_LENGTH, 3))  # black: padding
+    for b in range(count):
+        colours = np.zeros((kind.shape[1], 3))
+        for token_kind, rgb in KIND_COLOURS.items():
+            here = (kind[b] == token_kind).numpy()
+            hidden = mask[b].numpy()
+            colours[here & hidden] = rgb
+            colours[here & ~hidden] = PALE + (1 - PALE) * np.asarray(rgb)
+        mission = (kind[b] == TokenKind.MISSION).numpy()
+        image[b, 0, : int(mission.sum())] = colours[mission]
         for s in range(window):
-            here = (step[b] == s).cpu()
+            here = (step[b] == s).numpy()
             if here.any():
-                grid[s + 1] = value[here]
-        rows.extend([grid, torch.full((1, STEP_LENGTH), PAD)])
-    image = torch.cat(rows[:-1]) if rows else torch.zeros(1, STEP_LENGTH)
-    return image.repeat_interleave(scale, 0).repeat_interleave(scale, 1)[None]
+                image[b, s + 1] = colours[here]
+    return image
+
+
+def mask_figure(batch: dict[str, torch.Tensor], samples: int = 4) -> Figure:
+    """The masks of the first ``samples`` windows, one panel each, with a legend of the kinds."""
+    image = mask_rgb(batch, samples)
+    figure = Figure(figsize=(12, 0.55 * image.shape[1] * len(image) + 1.2))
+    axes = figure.subplots(len(image), 1, squeeze=False)[:, 0]
+    for index, (axis, panel) in enumerate(zip(axes, image, strict=True)):
+        axis.imshow(panel, aspect="auto", interpolation="nearest")
+        axis.set_yticks(range(panel.shape[0]), ["mission", *(f"step {s}" for s in range(panel.shape[0] - 1))])
+        axis.set_xticks([73, 148], ["49 cells x (object, colour, state)", "direction, action"], fontsize=7)
+        axis.set_title(f"sample {index}", fontsize=8, loc="left")
+    handles = [Patch(color=rgb, label=f"{kind.name.lower()} hidden") for kind, rgb in KIND_COLOURS.items()]
+    handles += [Patch(color=(0.9, 0.9, 0.9), label="pale: visible"), Patch(color="black", label="padding")]
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    return figure
