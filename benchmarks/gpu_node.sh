@@ -53,6 +53,7 @@ if [[ -n ${LLADA2_DIR:-} ]]; then  # a LLaDA2 checkpoint directory (e.g. the sha
     step llada2_export 60 $py -m anyorder.export "ckpt_path=$work/llada2-fsdp/checkpoints/last.ckpt" "out=$work/llada2-export" \
         "hydra.run.dir=$work/llada2-export-run"
 fi
+step bench_sweep 420 $py benchmarks/sweep.py --gpu --jobs 8 --per-device 8 --steps 300 --episodes 32
 step bench_pipeline 60 $py benchmarks/pipeline.py --device cuda --batch-size 256 --repeats 1
 step bench_pipeline_workers 60 $py benchmarks/pipeline.py --device cuda --batch-size 256 --repeats 1 --loader-workers 4
 cat "$out/summary.txt"
