@@ -134,6 +134,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "trainer.num_nodes": COUNT,
     "callbacks.*.save_top_k": number(-1, integer=True),
     "callbacks.*.every_n_train_steps": COUNT,
+    "callbacks.*.every_n_steps": COUNT,
     "callbacks.closed_loop_eval.every_n_val_epochs": COUNT,
     "callbacks.closed_loop_eval.num_episodes": COUNT,
     "callbacks.closed_loop_eval.num_envs": COUNT,
