@@ -90,7 +90,23 @@ NON_NEGATIVE_COUNT = number(0, integer=True)
 STEPS = number(1, integer=True, also=(-1,))  # -1: no limit
 UNIT_OPEN = number(0, 1, open_high=True)
 
+EVAL_RULES: dict[str, Rule] = {
+    "paths.data_dir": directory_if_present,
+    "eval.num_episodes": COUNT,
+    "eval.num_envs": COUNT,
+    "eval.occlusion_fractions": non_empty_fractions,
+    "eval.occlusion_fractions.*": UNIT_OPEN,
+    "eval.temperature": number(0),
+    "eval.top_p": number(0, 1, open_low=True),
+    "eval.decode_steps": COUNT,
+    "eval.query_batches": COUNT,
+    "eval.render_episodes": NON_NEGATIVE_COUNT,
+    "eval.chunk_size": COUNT,
+    "eval.seed": NON_NEGATIVE_COUNT,
+}
+
 TRAIN_RULES: dict[str, Rule] = {
+    **EVAL_RULES,  # a training job carries the eval.* settings it evaluates itself with (eval_after_fit)
     "seed": NON_NEGATIVE_COUNT,
     "paths.data_dir": directory_if_present,
     "paths.log_dir": directory_if_present,
@@ -139,20 +155,6 @@ TRAIN_RULES: dict[str, Rule] = {
     "callbacks.closed_loop_eval.num_episodes": COUNT,
     "callbacks.closed_loop_eval.num_envs": COUNT,
     "callbacks.closed_loop_eval.temperature": number(0),
-}
-
-EVAL_RULES: dict[str, Rule] = {
-    "paths.data_dir": directory_if_present,
-    "eval.num_episodes": COUNT,
-    "eval.num_envs": COUNT,
-    "eval.occlusion_fractions": non_empty_fractions,
-    "eval.temperature": number(0),
-    "eval.top_p": number(0, 1, open_low=True),
-    "eval.decode_steps": COUNT,
-    "eval.query_batches": COUNT,
-    "eval.render_episodes": NON_NEGATIVE_COUNT,
-    "eval.chunk_size": COUNT,
-    "eval.seed": NON_NEGATIVE_COUNT,
 }
 
 
