@@ -127,3 +127,38 @@ def test_the_dataset_directory_is_keyed_by_the_split_fractions(tmp_path: Path, s
     with pytest.raises(DataError):
         dm.prepare_data()
     assert f"not reusing {legacy}" in capsys.readouterr().out
+
+
+def test_jobs_that_start_together_generate_a_missing_dataset_once(tmp_path: Path) -> None:
+    """Packed sweep jobs share a dataset: the first to take the lock generates it, the others wait."""
+    import json
+    import threading
+    import time
+
+    from anyorder.data.episodes import FORMAT_VERSION
+
+    calls = []
+
+    class Counting(TrajectoryDataModule):
+        def generate(self) -> Path:
+            calls.append(threading.get_ident())
+            time.sleep(0.5)  # long enough for the other job to arrive while this one works
+            (self.directory / "meta.json").parent.mkdir(parents=True, exist_ok=True)
+            (self.directory / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION}))
+            return self.directory
+
+    errors = []
+
+    def prepare(module: TrajectoryDataModule) -> None:
+        try:
+            module.prepare_data()
+        except Exception as error:  # a thread's exception would otherwise only be printed
+            errors.append(error)
+
+    modules = [Counting(num_episodes=60, root=tmp_path, shard_size=20) for _ in range(3)]
+    threads = [threading.Thread(target=prepare, args=(m,)) for m in modules]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and not errors
