@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -73,8 +73,12 @@ def describe(error: BaseException) -> str | None:
 
 
 @contextmanager
-def report_errors() -> Iterator[None]:
-    """Exit with status 2 and one line on stderr for user errors; re-raise anything else."""
+def report_errors(keep_going: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Exit with status 2 and one line on stderr for user errors; re-raise anything else.
+
+    ``keep_going`` (a job of an in-process sweep): hand it the line and return instead of
+    exiting, so that the sweep's other jobs still run.
+    """
     try:
         yield
     except Exception as error:
@@ -82,4 +86,7 @@ def report_errors() -> Iterator[None]:
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)
+        if keep_going is not None:
+            keep_going(line)
+            return
         raise SystemExit(2) from None

@@ -24,6 +24,7 @@ from anyorder.models.build import build_module
 from anyorder.naming import register_resolvers
 from anyorder.results import JOB_FILE
 from anyorder.run_config import StoreConfig
+from anyorder.sweep_failures import failure_recorder
 
 LOGGED_GROUPS = ("data", "model", "masking", "seed")
 
@@ -110,7 +111,8 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with report_errors():
+    metrics: dict[str, float] = {}
+    with report_errors(keep_going=failure_recorder(cfg.paths.output_dir)):
         metrics = train(cfg)
     return metrics.get("val/loss")
 

@@ -114,6 +114,18 @@ def test_generate_command_writes_a_dataset(tmp_path: Path) -> None:
     assert "train" in result.stdout and "seeds [" in result.stdout
 
 
+def test_a_failed_job_of_an_in_process_sweep_costs_only_itself(tmp_path: Path, data_root: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run(
+        "anyorder.train", "-m", "masking.prob=1.5,0.5", f"paths.data_dir={data_root}", *FAST,
+        "trainer.max_steps=2", "callbacks.closed_loop_eval=null", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "1 job(s) failed:\n  0_masking.prob=1.5: masking.prob: must be a number in (0, 1]" in result.stderr
+    assert (sweep / "1_masking.prob=0.5" / "checkpoints" / "last.ckpt").is_file()  # the next job still ran
+
+
 def test_without_a_terminal_training_prints_progress_lines(tmp_path: Path, data_root: Path) -> None:
     """Captured stdout is not a TTY, as under nohup, SLURM or CI: lines, not a bar."""
     result = run(
