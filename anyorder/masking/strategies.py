@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -28,26 +28,24 @@ from anyorder.errors import ConfigError
 from anyorder.masking.queries import last_step, of_kinds
 
 
-def _one_group(batch: int, device: torch.device) -> torch.Tensor:
-    return torch.zeros(batch, dtype=torch.long, device=device)
-
-
 @dataclass(frozen=True)
 class MaskSample:
     """``mask``: positions hidden; ``maskable``: positions the strategy could have hidden;
-    ``group``: which mixture strategy masked each sample, ``group_weights`` their weights."""
+    ``group``: which mixture strategy masked each sample, ``group_weights`` their weights
+    (one group of weight 1 when there is no mixture)."""
 
     mask: torch.Tensor  # bool [B, L]
     maskable: torch.Tensor  # bool [B, L]
     rate: torch.Tensor  # float [B]: the expected hidden share of units (see the module docstring)
-    group: torch.Tensor = field(default=None)  # long [B]
-    group_weights: torch.Tensor = field(default=None)  # float [K]
+    group: torch.Tensor | None = None  # long [B]
+    group_weights: torch.Tensor | None = None  # float [K]
 
     def __post_init__(self) -> None:
+        device = self.mask.device
         if self.group is None:
-            object.__setattr__(self, "group", _one_group(self.mask.shape[0], self.mask.device))
+            object.__setattr__(self, "group", torch.zeros(self.mask.shape[0], dtype=torch.long, device=device))
         if self.group_weights is None:
-            object.__setattr__(self, "group_weights", torch.ones(1, device=self.mask.device))
+            object.__setattr__(self, "group_weights", torch.ones(1, device=device))
 
 
 class MaskingStrategy(ABC):
