@@ -51,6 +51,8 @@ class MaskSample:
 class MaskingStrategy(ABC):
     """Decides which positions to hide; see the module docstring for the unit mechanism."""
 
+    always_hidden = False  # True: every unit is hidden whatever the rate (a fixed question)
+
     @abstractmethod
     def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """Unit id per position, in ``[0, L)``, or -1 where the position is never hidden."""
@@ -66,6 +68,8 @@ class MaskingStrategy(ABC):
     ) -> MaskSample:
         """``at_least_one``: the random-t rule (rate floored at 1/units, one unit forced)."""
         units = self.units(kind, step, cell)
+        if self.always_hidden:
+            rate = torch.ones_like(rate, dtype=torch.float)
         return sample_units(units, rate, generator, at_least_one)
 
 
@@ -152,21 +156,11 @@ class NextActionMasking(MaskingStrategy):
     """Exactly the policy query: the last step's action, always (one unit, so any rate hides
     it). Behaviour cloning is this strategy alone."""
 
+    always_hidden = True  # the question is the same at any rate; t is reported as 1, so 1/t is 1
+
     def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         final = last_step({"kind": kind, "step": step}) & (kind == TokenKind.ACTION)
         return _positions(kind, final)
-
-    def __call__(
-        self,
-        kind: torch.Tensor,
-        step: torch.Tensor,
-        cell: torch.Tensor,
-        rate: torch.Tensor,
-        generator: torch.Generator | None = None,
-        at_least_one: bool = False,
-    ) -> MaskSample:
-        # the question is the same at any rate; t is reported as 1, so the 1/t weight is 1
-        return sample_units(self.units(kind, step, cell), torch.ones_like(rate, dtype=torch.float), generator)
 
 
 class Mixture(MaskingStrategy):
