@@ -32,7 +32,7 @@ from anyorder.data.datamodule import EpisodeTable
 from anyorder.data.layout import CELL_KINDS, NUM_CELLS, STEP_LENGTH, Layout, TokenKind
 from anyorder.data.tokenizer import TokenBatch
 from anyorder.data.vocabulary import Vocabulary
-from anyorder.eval.metrics import cell_units
+from anyorder.eval.metrics import cell_units, exact_cells
 from anyorder.masking.queries import (
     OBSERVATION_KINDS,
     has_previous_step,
@@ -107,18 +107,6 @@ class _Mean:
 
     def compute(self) -> float:
         return self.total / self.count if self.count else float("nan")
-
-
-def exact_cells(
-    predicted: torch.Tensor, target: torch.Tensor, scored: torch.Tensor, units: torch.Tensor
-) -> torch.Tensor:
-    """float per scored cell: 1 where every scored attribute is right."""
-    wrong = torch.zeros(units.shape[0], int(units.max()) + 1 if units.numel() else 1, device=units.device)
-    present = torch.zeros_like(wrong)
-    index = units.clamp(min=0)
-    wrong.scatter_add_(1, index, (scored & (predicted != target)).float())
-    present.scatter_add_(1, index, scored.float())
-    return (wrong[present > 0] == 0).float()
 
 
 class BaselineEvaluator:

@@ -62,6 +62,18 @@ def cell_units(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.where(batch["cell"] >= 0, batch["step"] * NUM_CELLS + batch["cell"], -1)
 
 
+def exact_cells(
+    predicted: torch.Tensor, target: torch.Tensor, scored: torch.Tensor, units: torch.Tensor
+) -> torch.Tensor:
+    """float per scored cell: 1 where every scored attribute is right."""
+    wrong = torch.zeros(units.shape[0], int(units.max()) + 1 if units.numel() else 1, device=units.device)
+    present = torch.zeros_like(wrong)
+    index = units.clamp(min=0)
+    wrong.scatter_add_(1, index, (scored & (predicted != target)).float())
+    present.scatter_add_(1, index, scored.float())
+    return (wrong[present > 0] == 0).float()
+
+
 class ExactCellAccuracy(Metric):
     """Share of scored cells whose every scored attribute was predicted right."""
 
@@ -73,15 +85,9 @@ class ExactCellAccuracy(Metric):
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, predicted: torch.Tensor, target: torch.Tensor, scored: torch.Tensor, units: torch.Tensor) -> None:
-        batch, length = units.shape
-        scored = scored & (units >= 0)
-        index = (torch.arange(batch, device=units.device)[:, None] * length + units.clamp(min=0)).flatten()
-        wrong = torch.zeros(batch * length, device=units.device)
-        present = torch.zeros(batch * length, device=units.device)
-        wrong.index_add_(0, index, (scored & (predicted != target)).flatten().float())
-        present.index_add_(0, index, scored.flatten().float())
-        self.correct += ((present > 0) & (wrong == 0)).sum()
-        self.total += (present > 0).sum()
+        cells = exact_cells(predicted, target, scored & (units >= 0), units)
+        self.correct += cells.sum()
+        self.total += cells.numel()
 
     def compute(self) -> torch.Tensor:
         return (self.correct / self.total.clamp(min=1)).float()
