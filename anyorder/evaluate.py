@@ -28,7 +28,7 @@ from anyorder.errors import ConfigError, report_errors
 from anyorder.eval.baselines import RandomPolicy, TrainingPriors, compare
 from anyorder.eval.checkpoint import TrainedRun, load_trained
 from anyorder.eval.metrics import area_under_curve, wilson_interval
-from anyorder.eval.rollout import BotPolicy, ModelPolicy, run_rollouts
+from anyorder.eval.rollout import ExpertPolicy, ModelPolicy, run_rollouts
 from anyorder.eval.seeds import OFFLINE_SPLIT, check_held_out, eval_seeds
 from anyorder.eval.tasks import TaskEvaluator
 from anyorder.eval.visualize import render_observation, robustness_figure, save_gif, save_png, side_by_side
@@ -61,11 +61,16 @@ def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictCon
             "ci95": [low, high],
             "mean_length": float(np.mean(result.lengths)),
         }
-    bot = run_rollouts(BotPolicy(), tokenizer, level, seeds, settings.num_envs)
+    expert = ExpertPolicy(level)
+    reference = run_rollouts(expert, tokenizer, level, seeds, settings.num_envs)
     chance = run_rollouts(RandomPolicy(seed=settings.seed), tokenizer, level, seeds, settings.num_envs)
     return {
         "by_occlusion": curve,
-        "bot": {"success_rate": bot.success_rate, "mean_length": float(np.mean(bot.lengths))},
+        "expert": {
+            "name": expert.name,
+            "success_rate": reference.success_rate,
+            "mean_length": float(np.mean(reference.lengths)),
+        },
         "random_policy": {"success_rate": chance.success_rate, "mean_length": float(np.mean(chance.lengths))},
     }
 
@@ -141,7 +146,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "success_rate": clean["success_rate"],
         "success_ci95": clean["ci95"],
         "mean_episode_length": clean["mean_length"],
-        "bot": loop["bot"],
+        "expert": loop["expert"],
         "random_policy": loop["random_policy"],
         "tasks": tasks,
         "robustness": {
@@ -202,6 +207,7 @@ def format_table(metrics: dict[str, Any]) -> str:
     tasks, robust, baselines = metrics["tasks"], metrics["robustness"], metrics["baselines"]
     flagged = {line.split(" ")[0] for line in metrics["below_baseline"]}
     low, high = metrics["success_ci95"]
+    expert = metrics["expert"]
 
     def row(label: str, key: str, value: float, extra: str = "") -> str:
         against = ", ".join(f"{name} {v:.3f}" for name, v in baselines.get(key, {}).items())
@@ -213,8 +219,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"level {metrics['level']} (trained on {metrics['trained_level']}), {metrics['split']} split: "
         f"closed-loop seeds [{metrics['seeds'][0]}, {metrics['seeds'][1]}), {metrics['offline_split']} windows",
         row("success rate", "success_rate", metrics["success_rate"], f"95% CI [{low:.3f}, {high:.3f}]"),
-        f"{'mean episode length (model / bot)':<44}{metrics['mean_episode_length']:>7.1f}  / "
-        f"{metrics['bot']['mean_length']:.1f}   (bot success {metrics['bot']['success_rate']:.3f})",
+        f"{'mean episode length (model / expert)':<44}{metrics['mean_episode_length']:>7.1f}  / "
+        f"{expert['mean_length']:.1f}   ({expert['name']} success {expert['success_rate']:.3f})",
         row("world-model NLL (nats per obs token)", "world_model.nll_per_token", world["nll_per_token"]),
         row("world-model NLL (nats per cell)", "world_model.nll_per_cell", world["nll_per_cell"]),
         row("world-model exact cells (decoded)", "world_model.exact_cell_accuracy", world["exact_cell_accuracy"]),

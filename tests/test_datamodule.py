@@ -162,3 +162,16 @@ def test_jobs_that_start_together_generate_a_missing_dataset_once(tmp_path: Path
     for thread in threads:
         thread.join()
     assert len(calls) == 1 and not errors
+
+
+def test_a_bot_dataset_cached_before_the_key_named_the_expert_is_reused(tmp_path: Path, small_spec) -> None:
+    import dataclasses
+    import shutil
+
+    spec = dataclasses.replace(small_spec, root=tmp_path)
+    assert "-bot-" in spec.key
+    before_expert = tmp_path / spec.key.replace("-bot-", "-")
+    shutil.copytree(small_spec.directory, before_expert)
+    assert spec.directory == before_expert
+    planner = dataclasses.replace(spec, level="MiniGrid-DoorKey-5x5-v0", expert="auto")
+    assert planner.legacy_directories == []  # only the bot made datasets before

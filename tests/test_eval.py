@@ -17,7 +17,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from minigrid.core.constants import OBJECT_TO_IDX
 
-from anyorder.data.generate import rollout_bot
+from anyorder.data.generate import rollout_expert
 from anyorder.data.layout import TokenKind
 from anyorder.data.tokenizer import TrajectoryTokenizer
 from anyorder.data.vocabulary import Vocabulary
@@ -25,7 +25,7 @@ from anyorder.errors import ConfigError
 from anyorder.eval.checkpoint import load_trained
 from anyorder.eval.metrics import area_under_curve, wilson_interval
 from anyorder.eval.occlusion import OCCLUDED_CODE, OcclusionWrapper
-from anyorder.eval.rollout import BotPolicy, ModelPolicy, nucleus, run_rollouts
+from anyorder.eval.rollout import ExpertPolicy, ModelPolicy, nucleus, run_rollouts
 from anyorder.eval.seeds import EVAL_BLOCK, check_held_out, eval_seeds
 from anyorder.eval.tasks import TaskEvaluator
 from anyorder.models.decoding import iterative_unmask, kind_constraints
@@ -54,8 +54,8 @@ def tokenizer() -> TrajectoryTokenizer:
 
 def test_scripted_bot_reproduces_the_bot(tokenizer: TrajectoryTokenizer) -> None:
     seeds = list(range(900, 940))
-    batched = run_rollouts(BotPolicy(), tokenizer, LEVEL, seeds, num_envs=16)
-    reference = {seed: rollout_bot(LEVEL, seed) for seed in seeds}
+    batched = run_rollouts(ExpertPolicy(LEVEL), tokenizer, LEVEL, seeds, num_envs=16)
+    reference = {seed: rollout_expert(LEVEL, seed) for seed in seeds}
     assert sorted(batched.seeds) == seeds
     for seed, success, length in zip(batched.seeds, batched.success, batched.lengths, strict=True):
         assert success == reference[seed].success and length == reference[seed].num_steps

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from anyorder.data.episodes import read_shard
-from anyorder.data.generate import DatasetSpec, generate_dataset, rollout_bot
+from anyorder.data.generate import DatasetSpec, generate_dataset, rollout_expert
 from anyorder.errors import ConfigError
 
 LEVELS = {
@@ -31,7 +31,7 @@ def test_metadata_records_disjoint_seed_ranges(small_spec: DatasetSpec) -> None:
     }
     for split, seeds in seen.items():
         assert seeds == set(range(*meta["splits"][split]["seed_range"]))
-    assert meta["bot"].endswith("BabyAIBot") and meta["format_version"] == 1
+    assert meta["expert"] == "bot" and meta["format_version"] == 1
 
 
 @pytest.mark.parametrize(("config", "level"), LEVELS.items())
@@ -39,7 +39,7 @@ def test_every_level_config_generates_bot_episodes(config: str, level: str) -> N
     with initialize_config_module(config_module="anyorder.conf", version_base="1.3"):
         cfg = compose(config_name="generate", overrides=[f"data={config}"])
     assert cfg.data.level == level
-    episodes = [rollout_bot(level, seed) for seed in range(3)]
+    episodes = [rollout_expert(level, seed) for seed in range(3)]
     assert all(e.env_id == level and e.observations.shape == (e.num_steps, 7, 7, 3) for e in episodes)
     assert sum(e.success for e in episodes) >= 2  # the bot solves these levels
 

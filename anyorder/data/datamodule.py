@@ -183,6 +183,7 @@ class TrajectoryDataModule(L.LightningDataModule):
         only_successful: bool = True,
         shuffle_seed: int = 0,
         vocabulary: Vocabulary | None = None,
+        expert: str = "auto",
     ) -> None:
         super().__init__()
         require_at_least("batch_size", batch_size, 1)
@@ -195,6 +196,7 @@ class TrajectoryDataModule(L.LightningDataModule):
             val_fraction=val_fraction,
             test_fraction=test_fraction,
             shard_size=shard_size,
+            expert=expert,
         )
         self.num_workers = num_workers
         self.generate_if_missing = generate_if_missing
@@ -216,9 +218,9 @@ class TrajectoryDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Use the dataset, or generate it: once, when jobs that need it start together (a lock)."""
-        legacy = self.spec.legacy_directory
-        if legacy.is_dir() and self.directory != legacy:
-            print(f"not reusing {legacy}: its splits differ from data.val_fraction/data.test_fraction")
+        for legacy in self.spec.legacy_directories:
+            if legacy.is_dir() and self.directory != legacy:
+                print(f"not reusing {legacy}: its splits differ from data.val_fraction/data.test_fraction")
         if (self.directory / "meta.json").is_file():
             read_meta(self.directory)
             return

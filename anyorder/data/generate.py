@@ -1,4 +1,9 @@
-"""Expert demonstrations: BabyAIBot rollouts in a worker pool, written as Parquet shards.
+"""Expert demonstrations: rollouts of a level's expert in a worker pool, written as Parquet shards.
+
+The expert is BabyAI's bot on ``BabyAI-*`` levels and the planner of :mod:`anyorder.experts`
+on the classic MiniGrid levels (``data.expert=auto``); its name is part of the dataset's
+directory key and of ``meta.json``. Episodes the expert gives up on are kept, marked
+unsuccessful, so every shard holds exactly its seeds and training filters them out.
 
 Splits come from disjoint seed ranges (train, then val, then test) recorded in the
 dataset's ``meta.json``, so later evaluation can prove that its seeds were never trained
@@ -24,16 +29,17 @@ from tqdm.auto import tqdm
 
 from anyorder.data.episodes import FORMAT_VERSION, Episode, read_table, write_meta, write_shard
 from anyorder.errors import ConfigError, require_at_least
+from anyorder.experts import ExpertStuckError, make_expert, resolve_expert
 
 SPLITS = ("train", "val", "test")
 SEED_STRIDE = 10_000_000  # dataset seed s draws episode seeds from [s * stride, (s + 1) * stride)
-BOT = "minigrid.utils.baby_ai_bot.BabyAIBot"
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """Which demonstrations a dataset holds; its directory is keyed by everything that changes
-    them: level, count, seed and the val/test fractions (``shard_size`` only regroups them)."""
+    them: level, expert, count, seed and the val/test fractions (``shard_size`` only regroups
+    them). ``expert="auto"`` is resolved to the level's expert on construction."""
 
     level: str
     num_episodes: int
@@ -42,13 +48,15 @@ class DatasetSpec:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     shard_size: int = 500
+    expert: str = "auto"
 
     def __post_init__(self) -> None:
         if self.level not in gym.registry:
-            known = sorted(k for k in gym.registry if k.startswith("BabyAI-"))
+            known = sorted(k for k in gym.registry if k.startswith(("BabyAI-", "MiniGrid-")))
             raise ConfigError(
-                "level", f"unknown environment {self.level!r}; BabyAI levels: {', '.join(known[:8])}, ..."
+                "level", f"unknown environment {self.level!r}; e.g. {', '.join(known[:4])}, ... ({len(known)} levels)"
             )
+        object.__setattr__(self, "expert", resolve_expert(self.expert, self.level))
         if self.num_episodes < 3:
             raise ConfigError("num_episodes", f"must be >= 3 (one per split), got {self.num_episodes}")
         if not 0 <= self.seed < 200:
@@ -60,17 +68,22 @@ class DatasetSpec:
 
     @property
     def key(self) -> str:
-        return f"{self.level}-n{self.num_episodes}-s{self.seed}-val{self.val_fraction:g}-test{self.test_fraction:g}"
+        fractions = f"val{self.val_fraction:g}-test{self.test_fraction:g}"
+        return f"{self.level}-{self.expert}-n{self.num_episodes}-s{self.seed}-{fractions}"
 
     @property
-    def legacy_directory(self) -> Path:
-        """Where datasets were cached before the key held the fractions."""
-        return Path(self.root) / f"{self.level}-n{self.num_episodes}-s{self.seed}"
+    def legacy_directories(self) -> list[Path]:
+        """Where BabyAI-bot datasets were cached before the key held the expert, and before it
+        held the fractions."""
+        if self.expert != "bot":
+            return []
+        base = Path(self.root) / f"{self.level}-n{self.num_episodes}-s{self.seed}"
+        return [base.with_name(f"{base.name}-val{self.val_fraction:g}-test{self.test_fraction:g}"), base]
 
-    def legacy_matches(self) -> bool:
-        """Whether the legacy directory holds exactly this dataset (the same split seed ranges)."""
+    def legacy_matches(self, directory: Path) -> bool:
+        """Whether a legacy directory holds exactly this dataset (the same split seed ranges)."""
         try:
-            meta = json.loads((self.legacy_directory / "meta.json").read_text())
+            meta = json.loads((directory / "meta.json").read_text())
             ranges = {split: tuple(info["seed_range"]) for split, info in meta["splits"].items()}
         except (OSError, ValueError, KeyError, TypeError):
             return False
@@ -78,10 +91,12 @@ class DatasetSpec:
 
     @property
     def directory(self) -> Path:
-        """``root/<key>``; a dataset cached under the legacy name is reused when it is this one."""
+        """``root/<key>``; a dataset cached under a legacy name is reused when it is this one."""
         keyed = Path(self.root) / self.key
-        if not keyed.exists() and self.legacy_matches():
-            return self.legacy_directory
+        if not keyed.exists():
+            for legacy in self.legacy_directories:
+                if self.legacy_matches(legacy):
+                    return legacy
         return keyed
 
     def split_sizes(self) -> dict[str, int]:
@@ -101,20 +116,20 @@ class DatasetSpec:
         return self.directory / f"{split}-{index:05d}.parquet"
 
 
-def rollout_bot(level: str, seed: int) -> Episode:
-    """One episode of ``level`` reset with ``seed``, every action chosen by the BabyAI bot."""
-    from minigrid.utils.baby_ai_bot import BabyAIBot
-
+def rollout_expert(level: str, seed: int, expert: str = "auto") -> Episode:
+    """One episode of ``level`` reset with ``seed``, every action chosen by ``expert``; an
+    expert that gives up ends the episode unsuccessfully."""
     env = gym.make(level)
     with contextlib.redirect_stdout(io.StringIO()):  # minigrid prints "Sampling rejected: ..."
         obs, _ = env.reset(seed=seed)
-    bot = BabyAIBot(env.unwrapped)
+    player = make_expert(resolve_expert(expert, level))
+    player.reset(env.unwrapped, obs)
     observations, directions, actions, rewards = [], [], [], []
     done, success = False, False
     while not done:
         try:
-            action = int(bot.replan())
-        except Exception:
+            action = player.act(obs)
+        except ExpertStuckError:
             break
         observations.append(obs["image"])
         directions.append(obs["direction"])
@@ -139,8 +154,8 @@ def rollout_bot(level: str, seed: int) -> Episode:
     )
 
 
-def _rollout(args: tuple[str, int]) -> Episode:
-    return rollout_bot(*args)
+def _rollout(args: tuple[str, int, str]) -> Episode:
+    return rollout_expert(*args)
 
 
 def _shard_is_complete(path: Path, expected_rows: int) -> bool:
@@ -170,7 +185,7 @@ def generate_dataset(spec: DatasetSpec, num_workers: int = 1, progress: bool = T
     ):
         for path, seeds in todo:
             episodes = []
-            for episode in pool(_rollout, [(spec.level, seed) for seed in seeds]):
+            for episode in pool(_rollout, [(spec.level, seed, spec.expert) for seed in seeds]):
                 episodes.append(episode)
                 bar.update(1)
             write_shard(path, episodes)
@@ -207,7 +222,7 @@ def _metadata(spec: DatasetSpec, tasks: list[tuple[Path, list[int]]]) -> dict[st
         "level": spec.level,
         "num_episodes": spec.num_episodes,
         "seed": spec.seed,
-        "bot": BOT,
+        "expert": spec.expert,
         "minigrid_version": minigrid.__version__,
         "splits": splits,
     }

@@ -55,15 +55,23 @@ class TrajectoryTokenizer:
 
     # -- encoding ---------------------------------------------------------------------------
     def encode_mission(self, mission: str) -> np.ndarray:
-        """``[M]`` ids, PAD-filled; a mission longer than M is an error, not a silent cut."""
+        """``[M]`` ids, PAD-filled; a mission longer than M, or with a word the vocabulary does
+        not hold (a model never saw it), is an error, not a silent cut or an unknown token."""
         words = split_mission(mission)
         if len(words) > self.mission_length:
             raise ConfigError(
                 "mission_length", f"mission {mission!r} has {len(words)} words, more than {self.mission_length}"
             )
         vocab = self.vocabulary
+        unknown = [word for word in dict.fromkeys(words) if word not in vocab.word_ids]
+        if unknown:
+            raise ConfigError(
+                "vocabulary.words",
+                f"mission {mission!r} has words the vocabulary does not hold: {', '.join(unknown)}"
+                f" (it has {len(vocab.word_ids)} mission words)",
+            )
         ids = np.full(self.mission_length, vocab.pad_id, dtype=np.int64)
-        ids[: len(words)] = [vocab.word_ids.get(word, vocab.unk_id) for word in words]
+        ids[: len(words)] = [vocab.word_ids[word] for word in words]
         return ids
 
     def encode_steps(

@@ -14,6 +14,7 @@ told that an unseen cell is red.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,18 @@ NONE = "none"
 SPECIALS = ("[PAD]", "[MASK]", "[BOS]", "[SEP]", "[UNK]")
 DIRECTION_NAMES = ("east", "south", "west", "north")  # minigrid's agent_dir 0..3
 ACTION_NAMES = tuple(action.name for action in sorted(Actions, key=int))
-# Every word the BabyAI grammar produces (verbs, determiners, colours, objects, locations).
+# Every word the BabyAI grammar produces (verbs, determiners, colours, objects, locations): the
+# word list of every checkpoint trained before the classic levels came (their stored configs
+# name no list, so they rebuild exactly this one).
 MISSION_WORDS = (
     "go", "to", "pick", "up", "open", "put", "next", "the", "a", "then", "after", "you", "and",
     ",", "on", "your", "left", "right", "in", "front", "of", "behind", "door", "key", "ball",
     "box", "object", "red", "green", "blue", "purple", "yellow", "grey",
+)  # fmt: skip
+# Words of the classic MiniGrid missions (DoorKey, KeyCorridor, LavaCrossing, FourRooms, Fetch, ...).
+CLASSIC_WORDS = (
+    "use", "goal", "get", "avoid", "lava", "square", "find", "opening", "reach", "traverse", "rooms",
+    "room", "from", "unlock", "fetch", "must", "near",
 )  # fmt: skip
 _WORD = re.compile(r"[a-z]+|,")
 
@@ -78,8 +86,10 @@ class Vocabulary:
         return len(self.action_ids)
 
     @classmethod
-    def structured(cls) -> Vocabulary:
-        """One id per value of every field, kinds in disjoint id ranges."""
+    def structured(cls, words: Sequence[str] | None = None) -> Vocabulary:
+        """One id per value of every field, kinds in disjoint id ranges; mission ``words`` last
+        (default: the BabyAI words, as checkpoints trained before the list was configurable)."""
+        words = _unique_words(MISSION_WORDS if words is None else words)
         tokens: list[str] = list(SPECIALS)
 
         def add(prefix: str, names: list[str] | tuple[str, ...]) -> np.ndarray:
@@ -92,7 +102,7 @@ class Vocabulary:
         states = add("state", [*_names(STATE_TO_IDX), NONE])
         direction_ids = add("direction", DIRECTION_NAMES)
         action_ids = add("action", ACTION_NAMES)
-        words = add("word", MISSION_WORDS)
+        word_ids = add("word", words)
         return cls(
             tokens=tokens,
             pad_id=0,
@@ -107,8 +117,16 @@ class Vocabulary:
             state_none_id=int(states[-1]),
             direction_ids=direction_ids,
             action_ids=action_ids,
-            word_ids={word: int(i) for word, i in zip(MISSION_WORDS, words, strict=True)},
+            word_ids={word: int(i) for word, i in zip(words, word_ids, strict=True)},
         )
+
+
+def _unique_words(words: Sequence[str]) -> list[str]:
+    listed = [str(word) for word in words]
+    repeated = sorted({word for word in listed if listed.count(word) > 1})
+    if repeated:
+        raise ConfigError("vocabulary.words", f"lists {', '.join(map(repr, repeated))} more than once")
+    return listed
 
 
 def load_text_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
@@ -175,17 +193,20 @@ def mask_token_id(tokenizer: Any, path: str | Path) -> int:
     return found
 
 
-def text_vocabulary(path: str | Path, trust_remote_code: bool = False) -> Vocabulary:
+def text_vocabulary(
+    path: str | Path, trust_remote_code: bool = False, words: Sequence[str] | None = None
+) -> Vocabulary:
     """Ids of a pretrained LLM's own tokenizer: every value is a word that is exactly one token.
 
     The mask id is the model's own mask token (LLaDA2.0: ``<|mask|>``); padding, BOS and SEP
     are the tokenizer's pad/bos/sep tokens where it has them.
     """
+    mission_words = _unique_words(MISSION_WORDS if words is None else words)
     tokenizer = load_text_tokenizer(path, trust_remote_code)
     mask_id = mask_token_id(tokenizer, path)
     objects, colors, states = _names(OBJECT_TO_IDX), _names(COLOR_TO_IDX), _names(STATE_TO_IDX)
     words = single_token_ids(
-        tokenizer, [*objects, *colors, *states, NONE, *DIRECTION_NAMES, *ACTION_NAMES, *MISSION_WORDS]
+        tokenizer, [*objects, *colors, *states, NONE, *DIRECTION_NAMES, *ACTION_NAMES, *mission_words]
     )
     specials = [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.sep_token_id, tokenizer.eos_token_id]
     fallback = next(i for i in [*specials, mask_id] if i is not None)
@@ -214,5 +235,5 @@ def text_vocabulary(path: str | Path, trust_remote_code: bool = False) -> Vocabu
         state_none_id=words[NONE],
         direction_ids=np.array([words[n] for n in DIRECTION_NAMES], dtype=np.int64),
         action_ids=np.array([words[n] for n in ACTION_NAMES], dtype=np.int64),
-        word_ids={w: words[w] for w in MISSION_WORDS},
+        word_ids={w: words[w] for w in mission_words},
     )

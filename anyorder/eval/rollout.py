@@ -17,12 +17,14 @@ from typing import Protocol
 import gymnasium as gym
 import numpy as np
 import torch
+from minigrid.core.actions import Actions
 from tqdm.auto import tqdm
 
 from anyorder.data.layout import STEP_LENGTH
 from anyorder.data.tokenizer import TokenBatch, TrajectoryTokenizer
 from anyorder.errors import ConfigError
 from anyorder.eval.occlusion import OcclusionWrapper
+from anyorder.experts import Expert, ExpertStuckError, make_expert, resolve_expert
 from anyorder.masking.queries import policy_query
 
 
@@ -198,16 +200,29 @@ def run_rollouts(
     return result
 
 
-class BotPolicy:
-    """minigrid's BabyAIBot behind the Policy interface: the expert reference for a level."""
+class ExpertPolicy:
+    """The level's expert (:mod:`anyorder.experts`) behind the Policy interface: the reference
+    episodes of the level being evaluated, BabyAI's bot or the planner as ``data.expert=auto``
+    would pick. An expert that gives up says ``done`` until the episode runs out of steps."""
 
-    def __init__(self) -> None:
-        self.bots: dict[int, object] = {}
+    def __init__(self, level: str, expert: str = "auto") -> None:
+        self.name = resolve_expert(expert, level)
+        self.experts: dict[int, Expert | None] = {}
+        self.envs: dict[int, gym.Env] = {}
 
     def reset(self, slot: int, env: gym.Env) -> None:
-        from minigrid.utils.baby_ai_bot import BabyAIBot
-
-        self.bots[slot] = BabyAIBot(env.unwrapped)
+        expert = make_expert(self.name)
+        expert.reset(env.unwrapped, env.unwrapped.gen_obs())
+        self.experts[slot], self.envs[slot] = expert, env
 
     def act(self, batch: TokenBatch, slots: Sequence[int]) -> np.ndarray:
-        return np.array([int(self.bots[slot].replan()) for slot in slots])
+        return np.array([self._act(slot) for slot in slots])
+
+    def _act(self, slot: int) -> int:
+        expert = self.experts[slot]
+        if expert is not None:
+            try:
+                return expert.act(self.envs[slot].unwrapped.gen_obs())
+            except ExpertStuckError:
+                self.experts[slot] = None
+        return int(Actions.done)
