@@ -24,6 +24,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from anyorder.checks import EVAL_RULES, check_settings
 from anyorder.data.episodes import read_meta
+from anyorder.data.mixing import level_family
 from anyorder.errors import ConfigError, report_errors
 from anyorder.eval.baselines import RandomPolicy, TrainingPriors, compare
 from anyorder.eval.checkpoint import TrainedRun, load_trained
@@ -109,25 +110,29 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     settings = cfg.eval
     torch.manual_seed(settings.seed)
     run = load_trained(cfg.ckpt_path, cfg.paths.data_dir, settings.device)
-    run.datamodule.prepare_data()
-    meta = read_meta(run.datamodule.directory)
-    level = settings.level or meta["level"]
+    trained_levels = run.datamodule.levels
+    level = settings.level or trained_levels[0]
+    # the offline queries and the trivial baselines read the evaluated level's own dataset
+    data = run.datamodule.with_levels([level])
+    data.prepare_data()
+    run.datamodule = data  # same tokenizer and settings; the evaluated level's windows
+    meta = read_meta(data.directory)
     block = eval_seeds(meta["seed"], settings.split, settings.num_episodes)
     check_held_out(level, block, meta)
     seeds = list(block)
 
     offline = OFFLINE_SPLIT[settings.split]
-    run.datamodule.setup("fit")
-    priors = TrainingPriors.from_table(run.datamodule.datasets["train"].table, run.datamodule.tokenizer.vocabulary)
+    data.setup("fit")
+    priors = TrainingPriors.from_table(data.datasets["train"].table, data.tokenizer.vocabulary)
     evaluator = TaskEvaluator(
         run.module,
-        run.datamodule.tokenizer.vocabulary,
+        data.tokenizer.vocabulary,
         settings.decode_steps,
         settings.occlusion_fractions,
         seed=settings.seed,
         priors=priors,
     )
-    loader = run.datamodule.val_dataloader() if offline == "val" else run.datamodule.test_dataloader()
+    loader = data.val_dataloader() if offline == "val" else data.test_dataloader()
     tasks = evaluator.run(loader, settings.query_batches, settings.progress)
     loop = closed_loop(run, level, seeds, settings)
 
@@ -139,9 +144,11 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics = {
         "checkpoint": str(run.checkpoint),
         "level": level,
-        "trained_level": meta["level"],
+        "trained_levels": trained_levels,
+        "held_out_family": level_family(level) not in {level_family(name) for name in trained_levels},
         "split": settings.split,
         "offline_split": offline,
+        "offline_dataset": str(data.directory),
         "seeds": [block.start, block.stop],
         "success_rate": clean["success_rate"],
         "success_ci95": clean["ci95"],
@@ -216,7 +223,8 @@ def format_table(metrics: dict[str, Any]) -> str:
 
     world = tasks["world_model"]
     lines = [
-        f"level {metrics['level']} (trained on {metrics['trained_level']}), {metrics['split']} split: "
+        f"level {metrics['level']} (trained on {', '.join(metrics['trained_levels'])}"
+        f"{'; a held-out family' if metrics['held_out_family'] else ''}), {metrics['split']} split: "
         f"closed-loop seeds [{metrics['seeds'][0]}, {metrics['seeds'][1]}), {metrics['offline_split']} windows",
         row("success rate", "success_rate", metrics["success_rate"], f"95% CI [{low:.3f}, {high:.3f}]"),
         f"{'mean episode length (model / expert)':<44}{metrics['mean_episode_length']:>7.1f}  / "

@@ -304,7 +304,8 @@ def test_eval_command_writes_table_metrics_and_figures(trained_run, tmp_path: Pa
     )  # fmt: skip
     assert transfer.returncode == 0, transfer.stderr[-3000:]
     moved = json.loads((tmp_path / "transfer" / "metrics.json").read_text())
-    assert moved["level"] == "BabyAI-GoToLocal-v0" and moved["trained_level"] == LEVEL
+    assert moved["level"] == "BabyAI-GoToLocal-v0" and moved["trained_levels"] == [LEVEL]
+    assert moved["held_out_family"] and "BabyAI-GoToLocal-v0-bot-" in moved["offline_dataset"]  # its own windows
 
     assert metrics["split"] == "dev" and metrics["offline_split"] == "val"
     wrong = subprocess.run([*common, "eval.split=train"], env=env, capture_output=True, text=True, cwd=tmp_path)

@@ -109,7 +109,7 @@ def test_a_stochastic_level_is_refused_in_one_line() -> None:
 def test_expert_choice_follows_the_level() -> None:
     assert resolve_expert("auto", "BabyAI-GoToRedBall-v0") == "bot"
     assert resolve_expert("auto", "MiniGrid-DoorKey-8x8-v0") == "planner"
-    with pytest.raises(ConfigError, match="data.expert.*needs the planner"):
+    with pytest.raises(ConfigError, match=r"data\.expert.*needs the planner"):
         resolve_expert("bot", "MiniGrid-DoorKey-8x8-v0")
     with pytest.raises(ConfigError, match="no task for MiniGrid-MemoryS7-v0"):
         resolve_expert("auto", "MiniGrid-MemoryS7-v0")
@@ -140,12 +140,12 @@ def test_episodes_the_planner_gives_up_on_are_kept_as_failures(tmp_path: Path, m
 def test_the_configured_vocabulary_covers_the_classic_missions_and_refuses_new_words() -> None:
     words = OmegaConf.load(CONF / "vocabulary" / "structured.yaml").words
     tokenizer = TrajectoryTokenizer(Vocabulary.structured(words), window=2, mission_length=13)
-    for level in CLASSIC_LEVELS + ["MiniGrid-Fetch-8x8-N3-v0", "MiniGrid-PutNear-8x8-N3-v0"]:
+    for level in [*CLASSIC_LEVELS, "MiniGrid-Fetch-8x8-N3-v0", "MiniGrid-PutNear-8x8-N3-v0"]:
         for seed in range(5):
             _, obs = reset(level, seed)
             ids = tokenizer.encode_mission(obs["mission"])
             assert tokenizer.vocabulary.unk_id not in ids
     babyai_only = TrajectoryTokenizer(Vocabulary.structured(), window=2, mission_length=13)
     assert babyai_only.vocabulary.size < tokenizer.vocabulary.size  # checkpoints from before keep their size
-    with pytest.raises(ConfigError, match="vocabulary.words.*lava"):
+    with pytest.raises(ConfigError, match=r"vocabulary\.words.*lava"):
         babyai_only.encode_mission("avoid the lava and get to the green goal square")

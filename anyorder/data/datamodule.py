@@ -11,8 +11,10 @@ batches from the shared table, so a batch costs one vectorised gather.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +25,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from anyorder.data.episodes import read_meta, read_table, step_columns
 from anyorder.data.generate import DatasetSpec, generate_dataset
 from anyorder.data.layout import STEP_LENGTH
+from anyorder.data.mixing import MixedBatchSampler, normalised_weights, per_batch_counts
 from anyorder.data.tokenizer import TokenBatch, TrajectoryTokenizer
 from anyorder.data.vocabulary import Vocabulary
-from anyorder.errors import DataError, require_at_least
+from anyorder.errors import ConfigError, DataError, require_at_least
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,20 @@ class EpisodeTable:
     @property
     def num_windows(self) -> int:
         return int(self.lengths.sum())
+
+
+def concatenate_tables(tables: list[EpisodeTable]) -> EpisodeTable:
+    """One table of several levels' episodes; window ids of table ``i`` follow those of ``i - 1``."""
+    if len(tables) == 1:
+        return tables[0]
+    starts = np.cumsum([0] + [len(t.steps) for t in tables[:-1]])
+    return EpisodeTable(
+        steps=np.concatenate([t.steps for t in tables]),
+        offsets=np.concatenate([t.offsets + start for t, start in zip(tables, starts, strict=True)]),
+        lengths=np.concatenate([t.lengths for t in tables]),
+        missions=np.concatenate([t.missions for t in tables]),
+        seeds=np.concatenate([t.seeds for t in tables]),
+    )
 
 
 def _episode_index(directory: Path, shards: list[str], only_successful: bool) -> np.ndarray:
@@ -163,7 +180,12 @@ def generation_lock(directory: Path) -> Iterator[None]:
 
 
 class TrajectoryDataModule(L.LightningDataModule):
-    """BabyAI expert windows for any-order training; generates the dataset if it is missing."""
+    """Expert windows for any-order training; generates the dataset if it is missing.
+
+    ``levels`` (several environment ids) trains on a mixture: each level keeps its own dataset
+    and every training batch holds them in the ``level_weights`` proportions (equal unless
+    stated, :mod:`anyorder.data.mixing`); val/test windows are those of every level.
+    """
 
     def __init__(
         self,
@@ -184,20 +206,31 @@ class TrajectoryDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         vocabulary: Vocabulary | None = None,
         expert: str = "auto",
+        levels: Sequence[str] | None = None,
+        level_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         require_at_least("batch_size", batch_size, 1)
         require_at_least("loader_workers", loader_workers, 0)
-        self.spec = DatasetSpec(
-            level=level,
-            num_episodes=num_episodes,
-            seed=seed,
-            root=Path(root),
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            shard_size=shard_size,
-            expert=expert,
-        )
+        names = [str(name) for name in levels] if levels else [level]
+        if len(set(names)) != len(names):
+            raise ConfigError("data.levels", f"lists a level twice: {names}")
+        self.specs = [
+            DatasetSpec(
+                level=name,
+                num_episodes=num_episodes,
+                seed=seed,
+                root=Path(root),
+                val_fraction=val_fraction,
+                test_fraction=test_fraction,
+                shard_size=shard_size,
+                expert=expert,
+            )
+            for name in names
+        ]
+        self.spec = self.specs[0]
+        self.level_weights = normalised_weights(names, level_weights)
+        self.batch_counts = per_batch_counts(self.level_weights, batch_size) if len(names) > 1 else None
         self.num_workers = num_workers
         self.generate_if_missing = generate_if_missing
         self.tokenizer = TrajectoryTokenizer(vocabulary or Vocabulary.structured(), window, mission_length)
@@ -207,62 +240,101 @@ class TrajectoryDataModule(L.LightningDataModule):
         self.shuffle_seed = shuffle_seed
         self.datasets: dict[str, WindowDataset] = {}
         self.used_windows: dict[str, int] = {}
+        self.level_ranges: dict[str, list[tuple[int, int]]] = {}  # per split: (first window id, used) per level
+
+    @property
+    def levels(self) -> list[str]:
+        return [spec.level for spec in self.specs]
 
     @property
     def directory(self) -> Path:
+        """The (first) level's dataset directory."""
         return self.spec.directory
 
+    def spec_for(self, level: str) -> DatasetSpec:
+        """The dataset of ``level`` with this module's settings: its own, or a held-out level's."""
+        for spec in self.specs:
+            if spec.level == level:
+                return spec
+        return dataclasses.replace(self.spec, level=level, expert="auto")
+
     def generate(self) -> Path:
-        """Generate the dataset (or finish a partial one); existing shards are kept."""
-        return generate_dataset(self.spec, num_workers=self.num_workers)
+        """Generate the datasets (or finish partial ones); existing shards are kept."""
+        for spec in self.specs:
+            generate_dataset(spec, num_workers=self.num_workers)
+        return self.directory
 
     def prepare_data(self) -> None:
-        """Use the dataset, or generate it: once, when jobs that need it start together (a lock)."""
-        for legacy in self.spec.legacy_directories:
-            if legacy.is_dir() and self.directory != legacy:
+        """Use the datasets, or generate them: once, when jobs that need them start together (a lock)."""
+        for spec in self.specs:
+            self._prepare(spec)
+
+    def _prepare(self, spec: DatasetSpec) -> None:
+        directory = spec.directory
+        for legacy in spec.legacy_directories:
+            if legacy.is_dir() and directory != legacy:
                 print(f"not reusing {legacy}: its splits differ from data.val_fraction/data.test_fraction")
-        if (self.directory / "meta.json").is_file():
-            read_meta(self.directory)
+        if (directory / "meta.json").is_file():
+            read_meta(directory)
             return
         if not self.generate_if_missing:
             raise DataError(
-                self.directory,
+                directory,
                 "dataset not found; run `anyorder-generate` with the same data settings "
                 "or set data.generate_if_missing=true",
             )
-        with generation_lock(self.directory):
-            if not (self.directory / "meta.json").is_file():  # another job may have made it meanwhile
-                self.generate()
+        with generation_lock(directory):
+            if not (directory / "meta.json").is_file():  # another job may have made it meanwhile
+                generate_dataset(spec, num_workers=self.num_workers)
+
+    def with_levels(self, levels: Sequence[str]) -> TrajectoryDataModule:
+        """The same settings and tokenizer over other levels (the evaluation of a held-out level)."""
+        other = copy.copy(self)
+        other.specs = [self.spec_for(level) for level in levels]
+        other.spec = other.specs[0]
+        other.level_weights = normalised_weights(levels, None)
+        other.batch_counts = None
+        other.datasets, other.used_windows, other.level_ranges = {}, {}, {}
+        return other
 
     def setup(self, stage: str | None = None) -> None:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        meta = read_meta(self.directory)
+        metas = [read_meta(spec.directory) for spec in self.specs]
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
             stage or "fit", ("train", "val")
         )
         for split in wanted:
             if split in self.datasets:
                 continue
-            shards = meta["splits"][split]["shards"]
-            table, used = load_episode_table(
-                self.directory,
-                shards,
-                self.tokenizer,
-                rank,
-                world,
-                seed=self.shuffle_seed,
-                only_successful=self.only_successful,
-            )
-            self.datasets[split] = WindowDataset(table, self.tokenizer)
-            self.used_windows[split] = used
+            tables, ranges, start = [], [], 0
+            for spec, meta in zip(self.specs, metas, strict=True):
+                table, used = load_episode_table(
+                    spec.directory,
+                    meta["splits"][split]["shards"],
+                    self.tokenizer,
+                    rank,
+                    world,
+                    seed=self.shuffle_seed,
+                    only_successful=self.only_successful,
+                )
+                tables.append(table)
+                ranges.append((start, used))
+                start += table.num_windows
+            self.datasets[split] = WindowDataset(concatenate_tables(tables), self.tokenizer)
+            self.level_ranges[split] = ranges
+            self.used_windows[split] = sum(used for _, used in ranges)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader[TokenBatch]:
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         dataset = self.datasets[split]
-        sampler = WindowBatchSampler(
-            len(dataset), self.used_windows[split], self.batch_size, shuffle, self.shuffle_seed, drop_last=shuffle
-        )
+        sampler: Sampler[np.ndarray]
+        if shuffle and self.batch_counts is not None:
+            sampler = MixedBatchSampler(self.level_ranges[split], self.batch_counts, self.shuffle_seed)
+        else:
+            sampler = WindowBatchSampler(
+                len(dataset), self.used_windows[split], self.batch_size, shuffle, self.shuffle_seed, drop_last=shuffle
+            )
         return DataLoader(
             dataset,
             sampler=sampler,
