@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import multiprocessing
 from collections.abc import Iterator
@@ -183,9 +184,11 @@ def generate_dataset(spec: DatasetSpec, num_workers: int = 1, progress: bool = T
         _pool(num_workers) as pool,
         tqdm(total=total, desc=f"generating {spec.level}", unit="ep", disable=not progress or total == 0) as bar,
     ):
+        # one ordered stream over every shard's seeds: workers keep playing while a shard is written
+        stream = pool(_rollout, [(spec.level, seed, spec.expert) for _, seeds in todo for seed in seeds])
         for path, seeds in todo:
             episodes = []
-            for episode in pool(_rollout, [(spec.level, seed, spec.expert) for seed in seeds]):
+            for episode in itertools.islice(stream, len(seeds)):
                 episodes.append(episode)
                 bar.update(1)
             write_shard(path, episodes)
