@@ -34,7 +34,7 @@ from anyorder.eval.seeds import OFFLINE_SPLIT, check_held_out, eval_seeds
 from anyorder.eval.tasks import TaskEvaluator
 from anyorder.eval.visualize import render_observation, robustness_figure, save_gif, save_png, side_by_side
 from anyorder.masking.queries import world_model_query
-from anyorder.naming import job_overrides, register_resolvers
+from anyorder.naming import job_overrides, register_resolvers, sweep_hparams
 from anyorder.results import JOB_FILE
 
 register_resolvers()
@@ -105,7 +105,10 @@ def check_eval_settings(cfg: DictConfig) -> None:
         raise ConfigError("eval.device", f"{settings.device} asked for, but this machine has no CUDA device")
 
 
-def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def evaluate(cfg: DictConfig, output_dir: Path, hparams_session: bool = True) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` into ``output_dir``. ``hparams_session=False`` when a training
+    job evaluates itself: its own TensorBoard run holds the job's HParams row, and a second
+    session (keyed by checkpoint/level/split) would split the sweep's table in two."""
     check_eval_settings(cfg)
     settings = cfg.eval
     torch.manual_seed(settings.seed)
@@ -167,7 +170,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     }
     metrics["baselines"] = baselines
     metrics["below_baseline"] = compare({"success_rate": metrics["success_rate"], **tasks}, baselines)
-    write_outputs(metrics, run, evaluator, output_dir, level, seeds, settings)
+    write_outputs(metrics, run, evaluator, output_dir, level, seeds, settings, hparams_session)
     return metrics
 
 
@@ -179,6 +182,7 @@ def write_outputs(
     level: str,
     seeds: list[int],
     settings: DictConfig,
+    hparams_session: bool = True,
 ) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -190,14 +194,15 @@ def write_outputs(
     with SummaryWriter(str(output_dir / "tensorboard")) as writer:
         # one evaluation is one point per metric: a table (Text tab) and the HParams view, not charts
         writer.add_text("eval/metrics", "```\n" + format_table(metrics) + "\n```")
-        for name, value in hparam_metrics(metrics).items():
-            writer.add_scalar(name, value)
-        exp, start, end = hparams_summary(
-            {"checkpoint": str(run.checkpoint), "split": metrics["split"], "level": level},
-            hparam_metrics(metrics),
-        )
-        for summary in (exp, start, end):
-            writer.file_writer.add_summary(summary)
+        if hparams_session:
+            for name, value in hparam_metrics(metrics).items():
+                writer.add_scalar(name, value)
+            exp, start, end = hparams_summary(
+                {"checkpoint": str(run.checkpoint), "split": metrics["split"], "level": level},
+                hparam_metrics(metrics),
+            )
+            for summary in (exp, start, end):
+                writer.file_writer.add_summary(summary)
         writer.add_figure("eval/robustness", figure)
         for index, picture in enumerate(world_model_pictures(run, evaluator)):
             save_png(picture, figures / f"world_model_{index}.png")
@@ -257,7 +262,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         + f"   {robust['action_accuracy_area']:.3f}",
     ]
     if metrics["below_baseline"]:
-        lines.append("! not above a trivial baseline: " + "; ".join(metrics["below_baseline"]))
+        lines.append("! not above a trivial baseline:")
+        lines.extend(f"    {line}" for line in metrics["below_baseline"])
     return "\n".join(lines)
 
 
@@ -286,11 +292,12 @@ def evaluate_after_fit(train_cfg: DictConfig, logger: Any, train_seconds: float)
     (what was trained) and the final metrics in the run's HParams view (hyperparameters: the
     job's overrides as Hydra recorded them)."""
     run = Path(train_cfg.paths.output_dir)
-    metrics = evaluate(eval_config(train_cfg), run / "eval")
+    metrics = evaluate(eval_config(train_cfg), run / "eval", hparams_session=False)
     print(format_table(metrics))
     overrides = job_overrides()
+    levels = train_cfg.data.get("levels") or [train_cfg.data.level]
     record = {
-        "level": str(train_cfg.data.level),
+        "level": ",".join(str(level) for level in levels),
         "strategy": overrides.get("point", "default"),
         "prob": train_cfg.masking.get("prob"),
         "seed": int(train_cfg.seed),
@@ -299,7 +306,7 @@ def evaluate_after_fit(train_cfg: DictConfig, logger: Any, train_seconds: float)
     }
     (run / JOB_FILE).write_text(json.dumps(record, indent=2) + "\n")
     if isinstance(logger, TensorBoardLogger):
-        logger.log_hyperparams(overrides or {"run": run.name}, hparam_metrics(metrics))
+        logger.log_hyperparams(sweep_hparams() or {"run": run.name}, hparam_metrics(metrics))
         logger.experiment.add_text("eval/metrics", "```\n" + format_table(metrics) + "\n```")
         logger.finalize("success")
     return metrics

@@ -12,6 +12,7 @@ long names with a hash so that they stay unique.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -20,6 +21,7 @@ from omegaconf import OmegaConf
 MAX_LENGTH = 120
 SWEEP_FUNCTIONS = ("range(", "choice(", "glob(", "interval(")
 NEVER_IN_NAMES = ("paths.", "hydra.", "ckpt_path")
+SWEPT_KEYS_VARIABLE = "ANYORDER_SWEPT_KEYS"  # set by launchers that run each job in its own process
 
 
 def _key(override: str) -> str:
@@ -62,6 +64,34 @@ def job_overrides() -> dict[str, str]:
         return {}
     pairs = (o.split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
     return {_key(k): v for k, v in pairs if not _key(k).startswith(NEVER_IN_NAMES)}
+
+
+def varying_keys(overrides_per_job: Sequence[Sequence[str]]) -> set[str]:
+    """Keys whose value differs between the jobs of one launch (what a launcher tells each job)."""
+    parsed = [dict(o.split("=", 1) for o in overrides if "=" in o) for overrides in overrides_per_job]
+    keys = {key for job in parsed for key in job}
+    return {_key(k) for k in keys if len({job.get(k) for job in parsed}) > 1 and not _key(k).startswith(NEVER_IN_NAMES)}
+
+
+def sweep_hparams() -> dict[str, str]:
+    """The job's values of the keys its sweep varies: the HParams columns that tell jobs apart.
+
+    The swept keys are those a launcher passed on (``ANYORDER_SWEPT_KEYS``), else those of the
+    command line and of a grid declared in config; a job outside any sweep reports all its
+    overrides. Fixed settings (a smaller batch for every job, say) stay out of the table.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = job_overrides()
+    if not overrides:
+        return {}
+    passed = os.environ.get(SWEPT_KEYS_VARIABLE)
+    if passed:
+        keys = set(passed.split(","))
+    else:
+        params = HydraConfig.get().sweeper.get("params") or {}
+        keys = swept_keys(sys.argv[1:]) | {_key(k) for k in params}
+    return {k: v for k, v in overrides.items() if k in keys} or overrides
 
 
 def register_resolvers() -> None:

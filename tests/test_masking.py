@@ -212,21 +212,23 @@ def test_callback_writes_mask_keys_and_is_reproducible() -> None:
 
 
 def test_mask_picture_shows_hidden_cells_as_strong_triples() -> None:
-    from anyorder.masking.visualize import KIND_COLOURS, PALE, mask_figure, mask_rgb
+    from anyorder.masking.visualize import KIND_COLOURS, PADDING, PALE, mask_figure, mask_rgb
 
     batch = layout_batch(2, 3, padded_steps=1)
     batch["mask"] = hide(CellMasking(), batch, 0.3).mask
     image = mask_rgb(batch, samples=2)
     assert image.shape == (2, 3, 149, 3)  # mission + 2 steps per sample
     first = image[0]
-    assert (first[1] == 0).all()  # the left-padded step is black
+    assert np.allclose(first[1], PADDING)  # the left-padded step
+    strong = [np.asarray(rgb) for rgb in KIND_COLOURS.values()]
+    assert all(not np.allclose(PADDING, rgb) for rgb in strong)  # padding is no kind's colour
     objects = first[2, 0:147:3]
     hidden = np.isclose(objects, KIND_COLOURS[TokenKind.OBJECT]).all(axis=1)
     colours = np.isclose(first[2, 1:147:3], KIND_COLOURS[TokenKind.COLOR]).all(axis=1)
     assert hidden.any() and (~hidden).any() and (hidden == colours).all()  # whole cells
     pale_action = PALE + (1 - PALE) * np.asarray(KIND_COLOURS[TokenKind.ACTION])
     assert np.allclose(first[2, 148], pale_action)  # the action stays visible under cell masking
-    assert (first[0, 4:] == 0).all() and (first[0, :4] > 0).all()  # four mission words, then padding
+    assert np.allclose(first[0, 4:], PADDING) and not np.allclose(first[0, :4], PADDING)  # four words, then padding
     figure = mask_figure(batch, samples=2)
     assert len(figure.axes) == 2 and figure.legends and figure.get_size_inches()[0] >= 12
 

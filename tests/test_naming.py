@@ -26,3 +26,15 @@ def test_without_a_visible_sweep_all_overrides_are_used_and_clipped() -> None:
     other = job_dirname([*overrides[:-1], "model.backbone.key_9=y"], argv=[])
     assert other != name  # the hash keeps clipped names apart
     assert job_dirname([], argv=[]) == "defaults"
+
+
+def test_a_launcher_names_the_keys_that_differ_between_its_jobs() -> None:
+    from anyorder.naming import varying_keys
+
+    jobs = [
+        ["point=cell_p0.3", "seed=0", "trainer.max_steps=5", "hydra.run.dir=a"],
+        ["point=cell_p0.3", "seed=1", "trainer.max_steps=5", "hydra.run.dir=b"],
+        ["point=step_p0.3", "seed=0", "trainer.max_steps=5", "hydra.run.dir=c"],
+    ]
+    assert varying_keys(jobs) == {"point", "seed"}
+    assert varying_keys(jobs[:1]) == set()

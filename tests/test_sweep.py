@@ -142,18 +142,26 @@ def test_the_table_is_a_packed_hydra_sweep_that_evaluates_itself(tmp_path: Path,
     result = run_table(sweep_dir, data_root)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / JOB_FILE).is_file())
-    assert [p.name.split("_", 1)[1] for p in jobs] == [
-        "point=uniform_t,seed=0",
-        "point=uniform_t,seed=1",
-        "point=behaviour_cloning,seed=0",
-        "point=behaviour_cloning,seed=1",
-    ] or len(jobs) == 4  # named by Hydra's record of the swept keys
+    assert {p.name.split("_", 1)[1] for p in jobs} == {
+        "data=babyai_gotoredball,point=uniform_t,seed=0",
+        "data=babyai_gotoredball,point=uniform_t,seed=1",
+        "data=babyai_gotoredball,point=behaviour_cloning,seed=0",
+        "data=babyai_gotoredball,point=behaviour_cloning,seed=1",
+    }  # named by Hydra's record of the swept keys (data is swept by the grid too)
     for job in jobs:
         log = (job / "launcher.log").read_text()
         assert "Launching" not in log and "success rate" in log  # one job, evaluated by itself
         hyperparameters, scalars = hparams_of(job)
         assert hyperparameters["point"] in ("uniform_t", "behaviour_cloning") and hyperparameters["seed"] in ("0", "1")
+        assert set(hyperparameters) == {"data", "point", "seed"}  # the grid's keys, not every job's fixed settings
         assert {"hparams/success_rate", "hparams/world_model_nll", "hparams/action_accuracy"} <= scalars
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        evaluation = EventAccumulator(str(job / "eval" / "tensorboard")).Reload()
+        assert "eval/metrics/text_summary" in evaluation.Tags()["tensors"]
+        with pytest.raises(KeyError):  # one HParams row per job: the training run's, not a second session here
+            evaluation.PluginTagToContent("hparams")
+        assert not evaluation.Tags()["scalars"]
     launcher_log = (sweep_dir / "multirun.yaml").read_text()
     assert "jobs_per_device: 2" in launcher_log
 

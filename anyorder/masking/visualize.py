@@ -2,8 +2,9 @@
 
 One panel per sample, one row for the mission and one per step, one column per token of a
 step (49 cells x 3 attributes, direction, action). Each token kind has a colour: strong where
-the token is hidden, pale where it is visible; padding is black. Cell masking shows as strong
-triples, step masking as strong rows, the next-action question as one strong last column.
+the token is hidden, pale where it is visible; padding (no token there) is dark grey, a shade
+no kind uses. Cell masking shows as strong triples, step masking as strong rows, the
+next-action question as one strong last column.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ KIND_COLOURS = {  # RGB of a hidden token of each kind
     TokenKind.COLOR: (0.95, 0.6, 0.1),
     TokenKind.STATE: (0.2, 0.6, 0.2),
     TokenKind.DIRECTION: (0.1, 0.45, 0.85),
-    TokenKind.ACTION: (0.1, 0.1, 0.1),
+    TokenKind.ACTION: (0.0, 0.65, 0.65),
 }
+PADDING = (0.3, 0.3, 0.3)
 PALE = 0.8  # a visible token: its kind's colour mixed this far toward white
 
 
@@ -31,7 +33,8 @@ def mask_rgb(batch: dict[str, torch.Tensor], samples: int = 4) -> np.ndarray:
     kind, step, mask = (batch[key].cpu() for key in ("kind", "step", "mask"))
     window = int(step.max().item()) + 1
     count = min(samples, kind.shape[0])
-    image = np.zeros((count, window + 1, STEP_LENGTH, 3))  # black: padding
+    image = np.empty((count, window + 1, STEP_LENGTH, 3))
+    image[:] = PADDING
     for b in range(count):
         colours = np.zeros((kind.shape[1], 3))
         for token_kind, rgb in KIND_COLOURS.items():
@@ -59,7 +62,7 @@ def mask_figure(batch: dict[str, torch.Tensor], samples: int = 4) -> Figure:
         axis.set_xticks([73, 148], ["49 cells x (object, colour, state)", "direction, action"], fontsize=7)
         axis.set_title(f"sample {index}", fontsize=8, loc="left")
     handles = [Patch(color=rgb, label=f"{kind.name.lower()} hidden") for kind, rgb in KIND_COLOURS.items()]
-    handles += [Patch(color=(0.9, 0.9, 0.9), label="pale: visible"), Patch(color="black", label="padding")]
+    handles += [Patch(color=(0.9, 0.9, 0.9), label="pale: visible"), Patch(color=PADDING, label="padding")]
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     return figure

@@ -30,6 +30,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from anyorder.naming import SWEPT_KEYS_VARIABLE, varying_keys
+
 log = logging.getLogger(__name__)
 # (no `from __future__ import annotations` here: Hydra imports plugins so that a dataclass
 # cannot resolve string annotations)
@@ -108,6 +110,8 @@ class LocalGPUsLauncher(Launcher):
         module = task_module(self.task_function)
         slots = gpu_groups(self.settings.gpus, self.settings.gpus_per_job, self.settings.jobs_per_device)
         threads = str(threads_per_job(min(len(slots), len(job_overrides))))
+        params = self.config.hydra.sweeper.get("params") or {}
+        swept = ",".join(sorted(varying_keys(job_overrides) | {str(key).lstrip("+~") for key in params}))
         free = list(range(len(slots)))
         log.info(
             f"Launching {len(job_overrides)} jobs, {len(slots)} at a time, {threads} threads each"
@@ -126,7 +130,7 @@ class LocalGPUsLauncher(Launcher):
                 quoted = str(directory).replace("\\", "\\\\").replace("'", "\\'")
                 command = [sys.executable, "-m", module, *overrides, f"hydra.run.dir='{quoted}'"]
                 output = (directory / "launcher.log").open("w")
-                env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+                env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, SWEPT_KEYS_VARIABLE: swept}
                 if slots[slot]:
                     env["CUDA_VISIBLE_DEVICES"] = slots[slot]
                 process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
