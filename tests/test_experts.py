@@ -5,9 +5,7 @@ are refused in one line."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
-from collections import deque
 from pathlib import Path
 
 import gymnasium as gym
@@ -20,6 +18,7 @@ from anyorder.data.tokenizer import TrajectoryTokenizer
 from anyorder.data.vocabulary import Vocabulary
 from anyorder.errors import ConfigError
 from anyorder.experts import EXPERTS, resolve_expert
+from anyorder.experts.exhaustive import optimal_length
 from anyorder.experts.planner import Planner, visible_cells
 
 CONF = Path(__file__).resolve().parents[1] / "anyorder" / "conf"
@@ -47,36 +46,11 @@ def test_the_planner_solves_20_seeds_of_each_configured_level(level: str) -> Non
     assert max(e.num_steps for e in episodes) < env.unwrapped.max_steps
 
 
-def optimal_length(level: str, seed: int, limit: int = 60) -> int:
-    """Fewest actions to a rewarded end, by breadth-first search over copies of the simulator
-    (every action, nothing modelled): independent of the planner's rule model."""
-    env, _ = reset(level, seed)
-    start = env.unwrapped
-
-    def key(e) -> tuple:
-        carried = None if e.carrying is None else (e.carrying.type, e.carrying.color)
-        return tuple(e.agent_pos), e.agent_dir, carried, e.grid.encode().tobytes()
-
-    seen, frontier = {key(start)}, deque([(start, 0)])
-    while frontier:
-        state, depth = frontier.popleft()
-        assert depth < limit, "no solution within the search limit"
-        for action in range(start.action_space.n):
-            child = copy.deepcopy(state)
-            _, reward, terminated, truncated, _ = child.step(action)
-            if terminated and reward > 0:
-                return depth + 1
-            if terminated or truncated or key(child) in seen:
-                continue
-            seen.add(key(child))
-            frontier.append((child, depth + 1))
-    raise AssertionError("unsolvable")
-
-
 @pytest.mark.parametrize("level", ["MiniGrid-DoorKey-5x5-v0", "MiniGrid-Unlock-v0"])
 def test_full_view_plans_are_optimal_against_an_exhaustive_simulator_search(level: str) -> None:
     seeds = range(6)
-    optimum = [optimal_length(level, seed) for seed in seeds]
+    optimum = [optimal_length(reset(level, seed)[0].unwrapped) for seed in seeds]
+    assert None not in optimum
     privileged = [rollout_expert(level, seed, "planner_privileged") for seed in seeds]
     seeing = [rollout_expert(level, seed, "planner") for seed in seeds]
     assert all(e.success for e in privileged + seeing)
