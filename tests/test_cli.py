@@ -109,7 +109,7 @@ def test_generate_command_writes_a_dataset(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    directory = tmp_path / "data" / "BabyAI-GoToLocal-v0-n12-s0-val0.1-test0.1"
+    directory = tmp_path / "data" / "BabyAI-GoToLocal-v0-bot-n12-s0-val0.1-test0.1"  # keyed by the expert too
     assert (directory / "meta.json").is_file()
     assert "train" in result.stdout and "seeds [" in result.stdout
 
