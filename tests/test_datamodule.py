@@ -140,12 +140,12 @@ def test_jobs_that_start_together_generate_a_missing_dataset_once(tmp_path: Path
     calls = []
 
     class Counting(TrajectoryDataModule):
-        def generate(self) -> Path:
+        def generate_level(self, spec) -> Path:
             calls.append(threading.get_ident())
             time.sleep(0.5)  # long enough for the other job to arrive while this one works
-            (self.directory / "meta.json").parent.mkdir(parents=True, exist_ok=True)
-            (self.directory / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION}))
-            return self.directory
+            (spec.directory / "meta.json").parent.mkdir(parents=True, exist_ok=True)
+            (spec.directory / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION}))
+            return spec.directory
 
     errors = []
 

@@ -261,8 +261,12 @@ class TrajectoryDataModule(L.LightningDataModule):
     def generate(self) -> Path:
         """Generate the datasets (or finish partial ones); existing shards are kept."""
         for spec in self.specs:
-            generate_dataset(spec, num_workers=self.num_workers)
+            self.generate_level(spec)
         return self.directory
+
+    def generate_level(self, spec: DatasetSpec) -> Path:
+        """Generate (or finish) one level's dataset."""
+        return generate_dataset(spec, num_workers=self.num_workers)
 
     def prepare_data(self) -> None:
         """Use the datasets, or generate them: once, when jobs that need them start together (a lock)."""
@@ -285,7 +289,7 @@ class TrajectoryDataModule(L.LightningDataModule):
             )
         with generation_lock(directory):
             if not (directory / "meta.json").is_file():  # another job may have made it meanwhile
-                generate_dataset(spec, num_workers=self.num_workers)
+                self.generate_level(spec)
 
     def with_levels(self, levels: Sequence[str]) -> TrajectoryDataModule:
         """The same settings and tokenizer over other levels (the evaluation of a held-out level)."""
