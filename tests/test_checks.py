@@ -23,6 +23,7 @@ VARIANTS = [
     ["experiment=cell_masking"],
     ["experiment=scheduled_masking"],
     ["experiment=behaviour_cloning"],
+    ["experiment=transfer"],
     ["strategy=ddp", "trainer.devices=2"],
 ]
 

@@ -42,6 +42,8 @@ SMALL = [
         ["masking=action_inpainting", "strategy=ddp"],
         ["trainer=gpu"],
         ["model=tiny_prenorm"],
+        ["data=minigrid_doorkey8x8"],
+        ["experiment=transfer"],
     ],
 )
 def test_config_composes_and_instantiates(compose_train, overrides: list[str]) -> None:
