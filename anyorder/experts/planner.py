@@ -27,7 +27,7 @@ from minigrid.minigrid_env import MiniGridEnv
 
 from anyorder.experts.base import ExpertStuckError
 from anyorder.experts.tasks import Outcome, Task, task_for
-from anyorder.experts.world import STEPS, GridModel, State
+from anyorder.experts.world import EMPTY_CELL, STEPS, GridModel, State
 
 VIEW = 7
 Pose = tuple[tuple[int, int], int, "tuple[int, int] | None"]  # position, direction, carried (kind, colour)
@@ -53,8 +53,7 @@ def visible_cells(env: MiniGridEnv, image: np.ndarray) -> tuple[np.ndarray, np.n
 
 def full_grid(env: MiniGridEnv) -> np.ndarray:
     """Every cell's code (privileged); the agent's cell as what lies under it."""
-    grid = env.grid.encode().astype(np.int64)
-    return grid
+    return env.grid.encode().astype(np.int64)
 
 
 class Planner:
@@ -91,7 +90,7 @@ class Planner:
             self.belief[x, y] = codes
         ax, ay = self.env.agent_pos
         if self.belief[ax, ay, 0] < 0:
-            self.belief[ax, ay] = (1, 0, 0)  # it stands there, so the cell can be stood on
+            self.belief[ax, ay] = EMPTY_CELL  # it stands there, so the cell can be stood on
         return not np.array_equal(before, self.belief)
 
     # -- search ---------------------------------------------------------------------------
