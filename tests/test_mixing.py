@@ -38,6 +38,13 @@ def test_a_family_is_the_id_without_its_size(level: str, family: str) -> None:
     assert level_family(level) == family
 
 
+def test_each_level_of_a_mixture_has_its_own_success_metric() -> None:
+    from anyorder.eval.callback import short_level_name
+
+    assert short_level_name("MiniGrid-DoorKey-8x8-v0") == "DoorKey-8x8"
+    assert short_level_name("BabyAI-GoToRedBall-v0") == "GoToRedBall"
+
+
 def test_per_batch_counts_follow_the_weights() -> None:
     assert per_batch_counts(normalised_weights(["a", "b"], None), 32).tolist() == [16, 16]
     assert per_batch_counts(normalised_weights(["a", "b", "c"], [2, 1, 1]), 10).tolist() == [5, 3, 2]
@@ -90,6 +97,10 @@ def test_train_on_a_mix_then_evaluate_a_held_out_family(tmp_path: Path) -> None:
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = set(EventAccumulator(str(run / "tensorboard")).Reload().Tags()["scalars"])
+    assert {"eval/success_rate", "eval/success_rate/DoorKey-5x5", "eval/success_rate/Unlock"} <= scalars
     evaluation = subprocess.run(
         [sys.executable, "-m", "anyorder.evaluate", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
          f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'eval'}",

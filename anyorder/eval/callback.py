@@ -14,6 +14,9 @@ from anyorder.eval.seeds import eval_seeds
 class ClosedLoopEvalCallback(L.Callback):
     """Every ``every_n_val_epochs`` validations, play ``num_episodes`` dev seeds; log eval/success_rate.
 
+    A model trained on several levels plays ``num_episodes`` of each: eval/success_rate pools
+    them and eval/success_rate/<level> gives each level's.
+
     Every rank plays the same seeded episodes, not rank 0 alone: under FSDP each forward
     gathers the sharded parameters collectively, so a rank that sat out would leave the
     others waiting. Same weights, seeds and sampler give every rank the same episodes, hence
@@ -39,21 +42,29 @@ class ClosedLoopEvalCallback(L.Callback):
         if self.validations % self.every:
             return
         datamodule = trainer.datamodule
-        # the first seeds of the dev block (never the sealed test block, never a dataset seed)
-        result = run_rollouts(
-            ModelPolicy(pl_module, pl_module.device, self.temperature),
-            datamodule.tokenizer,
-            datamodule.spec.level,
-            eval_seeds(datamodule.spec.seed, "dev", self.num_episodes),
-            self.num_envs,
-        )
-        self.last_result = result
-        wins = int(np.sum(result.success))
-        low, high = wilson_interval(wins, self.num_episodes)
-        metrics = {
-            "eval/success_rate": result.success_rate,
+        policy = ModelPolicy(pl_module, pl_module.device, self.temperature)
+        metrics: dict[str, float] = {}
+        outcomes: list[bool] = []
+        lengths: list[int] = []
+        for spec in datamodule.specs:  # a mixture plays each of its levels
+            # the first seeds of the dev block (never the sealed test block, never a dataset seed)
+            seeds = eval_seeds(spec.seed, "dev", self.num_episodes)
+            result = run_rollouts(policy, datamodule.tokenizer, spec.level, seeds, self.num_envs)
+            self.last_result = result
+            outcomes += result.success
+            lengths += result.lengths
+            if len(datamodule.specs) > 1:
+                metrics[f"eval/success_rate/{short_level_name(spec.level)}"] = result.success_rate
+        low, high = wilson_interval(int(np.sum(outcomes)), len(outcomes))
+        metrics |= {
+            "eval/success_rate": float(np.mean(outcomes)),
             "eval/success_ci95_low": low,
             "eval/success_ci95_high": high,
-            "eval/mean_episode_length": float(np.mean(result.lengths)),
+            "eval/mean_episode_length": float(np.mean(lengths)),
         }
         pl_module.log_dict(metrics, rank_zero_only=True)
+
+
+def short_level_name(level: str) -> str:
+    """``MiniGrid-DoorKey-8x8-v0`` -> ``DoorKey-8x8``: a metric name per level of a mixture."""
+    return level.split("-", 1)[-1].rsplit("-v", 1)[0]
