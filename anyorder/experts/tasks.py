@@ -14,6 +14,7 @@ deterministic.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,7 +198,9 @@ STOCHASTIC: dict[type, str] = {
 }
 
 
+@functools.cache
 def level_class(level: str) -> type:
+    """The environment class behind an id (cached: generation resolves the expert per episode)."""
     env = gym.make(level)
     try:
         return type(env.unwrapped)
