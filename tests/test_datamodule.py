@@ -11,6 +11,7 @@ import torch
 from anyorder.data.datamodule import TrajectoryDataModule, WindowBatchSampler, load_episode_table
 from anyorder.data.episodes import read_meta, read_shard
 from anyorder.data.layout import TokenKind
+from anyorder.data.mixing import MixedBatchSampler
 from anyorder.errors import DataError
 
 
@@ -81,6 +82,28 @@ def test_epochs_reshuffle_reproducibly() -> None:
     assert np.array_equal(first, np.concatenate(list(sampler)))
     assert not np.array_equal(first, second)
     assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(100))
+
+
+@pytest.mark.parametrize("sampler_for", ["window", "mixed"])
+def test_a_resumed_sampler_continues_its_epoch_and_starts_a_new_one_whole(sampler_for: str) -> None:
+    def make():
+        if sampler_for == "window":
+            return WindowBatchSampler(100, 100, 10, shuffle=True, seed=7, drop_last=True)
+        return MixedBatchSampler([(0, 60), (60, 40)], np.array([6, 4]), seed=7)
+
+    full = make()
+    full.set_epoch(2)
+    epoch = [b.tolist() for b in full]
+    resumed = make()
+    resumed.resume_after(epoch=2, batches=3)
+    resumed.set_epoch(2)  # Lightning sets the epoch after it has created the iterator
+    assert [b.tolist() for b in resumed] == epoch[3:]
+    assert [b.tolist() for b in resumed] == epoch  # the skip applies to one pass only
+    other = make()
+    other.resume_after(epoch=2, batches=3)
+    other.set_epoch(3)  # the saved epoch was counted as finished: the next one starts whole
+    full.set_epoch(3)
+    assert [b.tolist() for b in other] == [b.tolist() for b in full]
 
 
 def test_loader_workers_yield_the_same_batches(data_root: Path) -> None:

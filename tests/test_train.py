@@ -164,6 +164,50 @@ def test_resume_continues_from_the_last_checkpoint(compose_train) -> None:
     assert max(before) <= 6 and min(after) >= 6  # the resumed run logged only steps 7..10
 
 
+class BatchRecorder(L.Callback):
+    """A fingerprint of every training batch, in the order trained on."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self.epoch_length = 0
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.epoch_length = int(trainer.num_training_batches)
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        self.seen.append(hash(tuple(batch["input_ids"].flatten().tolist())))
+
+
+class CrashAtStep(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("killed")
+
+
+def test_run_killed_mid_epoch_resumes_on_the_batches_an_uninterrupted_run_trains_on(compose_train) -> None:
+    common = [*SMALL, "trainer.max_steps=14", "callbacks.last_checkpoint.every_n_train_steps=4"]
+    common.append("callbacks.closed_loop_eval=null")
+    whole, uninterrupted = BatchRecorder(), compose_train(*common)
+    with open_dict(uninterrupted):
+        uninterrupted.paths.output_dir = str(Path(uninterrupted.paths.output_dir).with_name("uninterrupted"))
+    train(uninterrupted, extra_callbacks=[whole])
+
+    killed, resumed = BatchRecorder(), BatchRecorder()
+    cfg = compose_train(*common)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, extra_callbacks=[killed, CrashAtStep(6)])  # last.ckpt is the one of step 4
+    again = compose_train(*common, "ckpt_path=last")
+    with open_dict(again):
+        again.paths.output_dir = cfg.paths.output_dir
+    train(again, extra_callbacks=[resumed])
+
+    assert 4 < whole.epoch_length < 14, "the checkpoint should fall inside the first epoch, the run cross into the next"
+    assert killed.seen[:4] + resumed.seen == whole.seen  # no batch of the epoch repeated, none skipped
+
+
 def test_resume_without_checkpoint_is_an_error_naming_the_file(compose_train) -> None:
     cfg = compose_train(*SMALL, "ckpt_path=last")
     with pytest.raises(DataError, match=r"last\.ckpt"):

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from anyorder.data.episodes import read_meta, read_table, step_columns
 from anyorder.data.generate import DatasetSpec, generate_dataset
 from anyorder.data.layout import STEP_LENGTH
 from anyorder.data.mixing import MixedBatchSampler, normalised_weights, per_batch_counts
+from anyorder.data.resumable import EpochSampler, ResumableLoader
 from anyorder.data.tokenizer import TokenBatch, TrajectoryTokenizer
 from anyorder.data.vocabulary import Vocabulary
 from anyorder.errors import ConfigError, DataError, require_at_least
@@ -135,30 +136,26 @@ class WindowDataset(Dataset[TokenBatch]):
         return self.tokenizer.assemble(self.table.missions[episode], steps, valid)
 
 
-class WindowBatchSampler(Sampler[np.ndarray]):
+class WindowBatchSampler(EpochSampler):
     """Batches of window ids: ``num_used`` of this rank's windows, reshuffled every epoch."""
 
     def __init__(
         self, num_windows: int, num_used: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool
     ) -> None:
+        super().__init__()
         self.num_windows = num_windows
         self.num_used = min(num_used, num_windows)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at every epoch start, so each epoch gets its own order."""
-        self.epoch = epoch
 
     def __len__(self) -> int:
         if self.drop_last:
             return self.num_used // self.batch_size
         return -(-self.num_used // self.batch_size)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def batches(self) -> Iterator[np.ndarray]:
         if self.shuffle:
             order = np.random.default_rng((self.seed, self.epoch)).permutation(self.num_windows)[: self.num_used]
         else:
@@ -332,20 +329,25 @@ class TrajectoryDataModule(L.LightningDataModule):
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         dataset = self.datasets[split]
-        sampler: Sampler[np.ndarray]
+        sampler: EpochSampler
         if shuffle and self.batch_counts is not None:
             sampler = MixedBatchSampler(self.level_ranges[split], self.batch_counts, self.shuffle_seed)
         else:
             sampler = WindowBatchSampler(
                 len(dataset), self.used_windows[split], self.batch_size, shuffle, self.shuffle_seed, drop_last=shuffle
             )
-        return DataLoader(
-            dataset,
-            sampler=sampler,
-            batch_size=None,
-            num_workers=self.loader_workers,
-            persistent_workers=self.loader_workers > 0,
-        )
+        settings = {"num_workers": self.loader_workers, "persistent_workers": self.loader_workers > 0}
+        if split == "train":
+            return ResumableLoader(dataset, sampler=sampler, batch_size=None, position=self.batches_done, **settings)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, **settings)
+
+    def batches_done(self) -> int:
+        """Training batches of the current epoch already trained on (what a checkpoint resumes after)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.num_training_batches or trainer.num_training_batches == float("inf"):
+            return 0
+        consumed = trainer.global_step * trainer.accumulate_grad_batches
+        return int(consumed % trainer.num_training_batches)
 
     def train_dataloader(self) -> DataLoader[TokenBatch]:
         return self._loader("train", shuffle=True)

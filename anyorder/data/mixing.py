@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from torch.utils.data import Sampler
 
+from anyorder.data.resumable import EpochSampler
 from anyorder.errors import ConfigError
 
 _SIZE_SUFFIX = re.compile(r"(-\d+x\d+)?(-?S\d+)?(-?[NR]\d+)?$")
@@ -51,7 +51,7 @@ def per_batch_counts(weights: np.ndarray, batch_size: int) -> np.ndarray:
     return counts
 
 
-class MixedBatchSampler(Sampler[np.ndarray]):
+class MixedBatchSampler(EpochSampler):
     """Batches holding ``counts[l]`` windows of level ``l``, drawn without replacement from each
     level's own shuffled order (reshuffled when a level runs out, so a small level cycles).
 
@@ -61,18 +61,15 @@ class MixedBatchSampler(Sampler[np.ndarray]):
     """
 
     def __init__(self, ranges: Sequence[tuple[int, int]], counts: np.ndarray, seed: int) -> None:
+        super().__init__()
         self.ranges = [(int(start), int(used)) for start, used in ranges]
         self.counts = np.asarray(counts, dtype=np.int64)
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return max(1, sum(used for _, used in self.ranges) // int(self.counts.sum()))
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def batches(self) -> Iterator[np.ndarray]:
         rng = np.random.default_rng((self.seed, self.epoch))
         orders = [start + rng.permutation(used) for start, used in self.ranges]
         positions = [0] * len(orders)
