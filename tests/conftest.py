@@ -49,6 +49,21 @@ SMALL_MODEL = [
 ]
 
 
+@pytest.fixture(scope="session")
+def tiny_run() -> list[str]:
+    """The smallest job that still trains: 60 episodes, window 2, a 1-layer 32-wide encoder."""
+    return [
+        "data.num_episodes=60",
+        "data.shard_size=20",
+        "data.window=2",
+        "data.batch_size=8",
+        "model.backbone.hidden_size=32",
+        "model.backbone.num_layers=1",
+        "model.backbone.num_heads=2",
+        "model.backbone.intermediate_size=64",
+    ]
+
+
 def compose_config(data_dir: Path, output_dir: Path, *overrides: str, config_name: str = "train") -> DictConfig:
     """``config_name`` composed as the CLI would, with ``paths.output_dir`` set to ``output_dir``."""
     GlobalHydra.instance().clear()

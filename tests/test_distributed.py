@@ -44,16 +44,9 @@ class RecordedClosedLoop(ClosedLoopEvalCallback):
             (Path(self.directory) / f"closed_loop{trainer.global_rank}.json").write_text(json.dumps(result))
 
 
-def test_ddp_two_processes_train_on_disjoint_episodes(compose_train, small_spec, tmp_path: Path) -> None:
+def test_ddp_two_processes_train_on_disjoint_episodes(compose_train, small_spec, tiny_run, tmp_path: Path) -> None:
     cfg = compose_train(
-        "data.num_episodes=60",
-        "data.shard_size=20",
-        "data.window=2",
-        "data.batch_size=8",
-        "model.backbone.hidden_size=32",
-        "model.backbone.num_layers=1",
-        "model.backbone.num_heads=2",
-        "model.backbone.intermediate_size=64",
+        *tiny_run,
         "strategy=ddp_spawn",
         "trainer.devices=2",
         "trainer.max_steps=-1",

@@ -86,15 +86,7 @@ def test_a_sweep_without_finished_jobs_names_its_directory(tmp_path: Path) -> No
         load_jobs(tmp_path / "missing")
 
 
-TINY_JOB = [
-    "data.num_episodes=60",
-    "data.shard_size=20",
-    "data.window=2",
-    "data.batch_size=8",
-    "model.backbone.hidden_size=32",
-    "model.backbone.num_layers=1",
-    "model.backbone.num_heads=2",
-    "model.backbone.intermediate_size=64",
+SHORT_JOB = [
     "trainer.max_steps=3",
     "trainer.val_check_interval=3",
     "callbacks.closed_loop_eval.num_episodes=4",
@@ -106,13 +98,13 @@ TINY_JOB = [
 ]
 
 
-def run_table(sweep_dir: Path, data_root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """experiment=strategy_table cut to 2 points x 2 seeds, 2 jobs at a time on the CPU."""
+def run_table(sweep_dir: Path, data_root: Path, job: list[str], *extra: str) -> subprocess.CompletedProcess[str]:
+    """experiment=strategy_table cut to 2 points x 2 seeds of ``job``, 2 jobs at a time on the CPU."""
     command = [
         sys.executable, "-m", "anyorder.train", "-m", "experiment=strategy_table",
         "point=uniform_t,behaviour_cloning", "seed=0,1", "data=babyai_gotoredball",
         "launcher=local_gpus", "hydra.launcher.gpus=[]", "hydra.launcher.jobs_per_device=2",
-        f"hydra.sweep.dir={sweep_dir}", f"paths.data_dir={data_root}", *TINY_JOB, *extra,
+        f"hydra.sweep.dir={sweep_dir}", f"paths.data_dir={data_root}", *job, *SHORT_JOB, *extra,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ})
 
@@ -137,9 +129,9 @@ def hparams_of(run: Path) -> tuple[dict, set[str]]:
     return hyperparameters, scalars
 
 
-def test_the_table_is_a_packed_hydra_sweep_that_evaluates_itself(tmp_path: Path, data_root: Path) -> None:
+def test_the_table_is_a_packed_hydra_sweep_that_evaluates_itself(tmp_path: Path, data_root: Path, tiny_run) -> None:
     sweep_dir = tmp_path / "sweep"
-    result = run_table(sweep_dir, data_root)
+    result = run_table(sweep_dir, data_root, tiny_run)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / JOB_FILE).is_file())
     assert {p.name.split("_", 1)[1] for p in jobs} == {
@@ -184,7 +176,7 @@ def test_the_table_is_a_packed_hydra_sweep_that_evaluates_itself(tmp_path: Path,
 
     # the same command on the same directory resumes: finished jobs are skipped, not trained again
     stamp = (jobs[0] / "checkpoints" / "last.ckpt").stat().st_mtime_ns
-    again = run_table(sweep_dir, data_root)
+    again = run_table(sweep_dir, data_root, tiny_run)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (jobs[0] / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
     assert "finished already" in (jobs[0] / "launcher.log").read_text()
@@ -199,9 +191,10 @@ def test_the_table_is_a_packed_hydra_sweep_that_evaluates_itself(tmp_path: Path,
         assert (sweep_dir / "figures" / f"{figure}.png").stat().st_size > 10_000
 
 
-def test_a_failed_job_costs_only_itself_and_is_listed(tmp_path: Path, data_root: Path) -> None:
+def test_a_failed_job_costs_only_itself_and_is_listed(tmp_path: Path, data_root: Path, tiny_run) -> None:
     sweep_dir = tmp_path / "sweep"
-    result = run_table(sweep_dir, data_root, "seed=0", "point=uniform_t,behaviour_cloning", "eval.temperature=-1")
+    points = ["seed=0", "point=uniform_t,behaviour_cloning"]
+    result = run_table(sweep_dir, data_root, tiny_run, *points, "eval.temperature=-1")
     # every job refuses eval.temperature=-1 before training, one line each, and all are listed
     assert result.returncode != 0
     assert "2 of 2 jobs failed" in result.stdout + result.stderr
