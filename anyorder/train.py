@@ -8,6 +8,7 @@ anyorder-train -m masking=cell,attribute masking.prob=0.15,0.5
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from anyorder.run_config import StoreConfig
 from anyorder.sweep_failures import failure_recorder
 
 LOGGED_GROUPS = ("data", "model", "masking", "seed")
+
+# Lightning 2.6 still builds torch's deprecated ``LeafSpec`` on every step's output; the warning is
+# about Lightning's internals, not about this run, and would otherwise open every training log.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
