@@ -105,10 +105,13 @@ def check_eval_settings(cfg: DictConfig) -> None:
         raise ConfigError("eval.device", f"{settings.device} asked for, but this machine has no CUDA device")
 
 
-def evaluate(cfg: DictConfig, output_dir: Path, hparams_session: bool = True) -> dict[str, Any]:
-    """Evaluate ``cfg.ckpt_path`` into ``output_dir``. ``hparams_session=False`` when a training
-    job evaluates itself: its own TensorBoard run holds the job's HParams row, and a second
-    session (keyed by checkpoint/level/split) would split the sweep's table in two."""
+def evaluate(cfg: DictConfig, output_dir: Path, job_board: Path | None = None) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` into ``output_dir`` (metrics.json, figures, a TensorBoard run).
+
+    ``job_board``: a training job evaluating itself passes its own TensorBoard run, which gets the
+    table and figures and, from the caller, the job's HParams row, so a sweep shows one run per
+    job; a second run (a second session keyed by checkpoint/level/split) would split its table.
+    """
     check_eval_settings(cfg)
     settings = cfg.eval
     torch.manual_seed(settings.seed)
@@ -170,7 +173,7 @@ def evaluate(cfg: DictConfig, output_dir: Path, hparams_session: bool = True) ->
     }
     metrics["baselines"] = baselines
     metrics["below_baseline"] = compare({"success_rate": metrics["success_rate"], **tasks}, baselines)
-    write_outputs(metrics, run, evaluator, output_dir, level, seeds, settings, hparams_session)
+    write_outputs(metrics, run, evaluator, output_dir, level, seeds, settings, job_board)
     return metrics
 
 
@@ -182,19 +185,21 @@ def write_outputs(
     level: str,
     seeds: list[int],
     settings: DictConfig,
-    hparams_session: bool = True,
+    job_board: Path | None = None,
 ) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     figures = output_dir / "figures"
     robustness = metrics["robustness"]
-    figure = robustness_figure(robustness["fractions"], robustness["success_rate"], robustness["action_accuracy"])
+    figure = robustness_figure(
+        robustness["fractions"], robustness["success_rate"], robustness["action_accuracy"], metrics["offline_split"]
+    )
     figures.mkdir(parents=True, exist_ok=True)
     figure.savefig(figures / "robustness.png")
-    with SummaryWriter(str(output_dir / "tensorboard")) as writer:
+    with SummaryWriter(str(job_board or output_dir / "tensorboard")) as writer:
         # one evaluation is one point per metric: a table (Text tab) and the HParams view, not charts
         writer.add_text("eval/metrics", "```\n" + format_table(metrics) + "\n```")
-        if hparams_session:
+        if job_board is None:
             for name, value in hparam_metrics(metrics).items():
                 writer.add_scalar(name, value)
             exp, start, end = hparams_summary(
@@ -292,7 +297,8 @@ def evaluate_after_fit(train_cfg: DictConfig, logger: Any, train_seconds: float)
     (what was trained) and the final metrics in the run's HParams view (hyperparameters: the
     job's overrides as Hydra recorded them)."""
     run = Path(train_cfg.paths.output_dir)
-    metrics = evaluate(eval_config(train_cfg), run / "eval", hparams_session=False)
+    board = Path(logger.log_dir) if isinstance(logger, TensorBoardLogger) else None
+    metrics = evaluate(eval_config(train_cfg), run / "eval", job_board=board)
     print(format_table(metrics))
     overrides = job_overrides()
     levels = train_cfg.data.get("levels") or [train_cfg.data.level]
@@ -307,7 +313,6 @@ def evaluate_after_fit(train_cfg: DictConfig, logger: Any, train_seconds: float)
     (run / JOB_FILE).write_text(json.dumps(record, indent=2) + "\n")
     if isinstance(logger, TensorBoardLogger):
         logger.log_hyperparams(sweep_hparams() or {"run": run.name}, hparam_metrics(metrics))
-        logger.experiment.add_text("eval/metrics", "```\n" + format_table(metrics) + "\n```")
         logger.finalize("success")
     return metrics
 

@@ -149,11 +149,11 @@ def test_the_table_is_a_packed_hydra_sweep_that_evaluates_itself(tmp_path: Path,
         assert {"hparams/success_rate", "hparams/world_model_nll", "hparams/action_accuracy"} <= scalars
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-        evaluation = EventAccumulator(str(job / "eval" / "tensorboard")).Reload()
-        assert "eval/metrics/text_summary" in evaluation.Tags()["tensors"]
-        with pytest.raises(KeyError):  # one HParams row per job: the training run's, not a second session here
-            evaluation.PluginTagToContent("hparams")
-        assert not evaluation.Tags()["scalars"]
+        # one TensorBoard run per job: its evaluation's table and figures join the training run
+        board = EventAccumulator(str(job / "tensorboard")).Reload()
+        assert "eval/metrics/text_summary" in board.Tags()["tensors"]
+        assert "eval/robustness" in board.Tags()["images"]
+        assert not (job / "eval" / "tensorboard").exists()
     launcher_log = (sweep_dir / "multirun.yaml").read_text()
     assert "jobs_per_device: 2" in launcher_log
 

@@ -48,10 +48,14 @@ def save_gif(frames: list[np.ndarray], path: Path, milliseconds_per_frame: int =
     return path
 
 
-def robustness_figure(fractions: list[float], success: list[float], accuracy: list[float]) -> plt.Figure:
+def robustness_figure(
+    fractions: list[float], success: list[float], accuracy: list[float], windows: str = "test"
+) -> plt.Figure:
+    """Success and action accuracy against the share of visible cells hidden; ``windows``: the split
+    whose windows the action accuracy was measured on."""
     figure, axis = plt.subplots(figsize=(4.5, 3.2), dpi=120)
     axis.plot(fractions, success, "o-", label="success rate (closed loop)")
-    axis.plot(fractions, accuracy, "s--", label="action accuracy (test windows)")
+    axis.plot(fractions, accuracy, "s--", label=f"action accuracy ({windows} windows)")
     axis.set_xlabel("fraction of visible cells hidden")
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)

@@ -60,6 +60,7 @@ def mask_figure(batch: dict[str, torch.Tensor], samples: int = 4) -> Figure:
         axis.imshow(panel, aspect="auto", interpolation="nearest")
         axis.set_yticks(range(panel.shape[0]), ["mission", *(f"step {s}" for s in range(panel.shape[0] - 1))])
         axis.set_xticks([73, 148], ["49 cells x (object, colour, state)", "direction, action"], fontsize=7)
+        axis.get_xticklabels()[-1].set_horizontalalignment("right")  # the last columns' label ends at the edge
         axis.set_title(f"sample {index}", fontsize=8, loc="left")
     handles = [Patch(color=rgb, label=f"{kind.name.lower()} hidden") for kind, rgb in KIND_COLOURS.items()]
     handles += [Patch(color=(0.9, 0.9, 0.9), label="pale: visible"), Patch(color=PADDING, label="padding")]
