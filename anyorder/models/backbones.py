@@ -1,7 +1,8 @@
 """Backbones: anything that maps ``input_ids`` (+ ``attention_mask``) to per-position logits.
 
-The tiny default is a bidirectional transformer built from a ``transformers`` config
-(random init, no download), small enough to train in minutes on two CPU cores. Large
+The tiny ones are bidirectional transformers with random init (no download), small enough
+to train in minutes on two CPU cores: :class:`PreNormEncoder` (the default) and a BERT
+encoder built from a ``transformers`` config. Large
 pretrained backbones (LLaDA2.0-mini, any local HF model) plug in behind the same
 :class:`Backbone` interface.
 """
@@ -70,7 +71,7 @@ def tiny_bidirectional(
 class PreNormEncoder(nn.Module):
     """A small bidirectional transformer with LayerNorm before each sublayer (pre-LN).
 
-    BERT (the ``tiny_bidirectional`` default) normalises after each residual sum (post-LN),
+    BERT (``tiny_bidirectional``) normalises after each residual sum (post-LN),
     which trains well only with a long warm-up at high learning rates; pre-LN keeps the
     residual stream unnormalised and is stable from the first step. Same interface as
     :class:`Backbone`.
