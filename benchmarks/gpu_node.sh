@@ -8,7 +8,9 @@
 # Each step's output goes to OUT_DIR/<step>.txt; OUT_DIR/summary.txt has the device and one
 # line per step (exit code, seconds); the evaluation's metrics.json is copied beside them.
 # Data and run directories go to WORK (default: OUT_DIR/work); PYTHON picks the interpreter;
-# STEPS="gpu_tests eval_default" runs only the steps named (eval_default needs train_default's run).
+# STEPS="gpu_tests eval_default" runs only the steps named (eval_default needs train_default's run;
+# the whole script needs more than one 10-minute device command: run it in parts, e.g.
+# STEPS="table_one_seed table_results").
 # LLADA2_DIR=<a LLaDA2 checkpoint directory> adds FSDP and LoRA runs of the native LLaDA2-MoE
 # and an export of the FSDP run (the device machine gets only the repository: copy
 # ../shared/fixtures/llada2_tiny into an ignored folder of the checkout and carry it).
@@ -54,6 +56,14 @@ if [[ -n ${LLADA2_DIR:-} ]]; then  # a LLaDA2 checkpoint directory (e.g. the sha
         "hydra.run.dir=$work/llada2-export-run"
 fi
 step bench_sweep 420 $py benchmarks/sweep.py --gpu --jobs 8 --per-device 8 --steps 300 --episodes 32
+# issue #12: one level x one seed of the whole strategy table (every point of `point/`), packed 8 jobs per GPU,
+# each job training and evaluating itself as in the real table; the full table's time is extrapolated from it
+table="$work/table-gotoredball-seed0"
+step table_one_seed 540 $py -m anyorder.train -m experiment=strategy_table seed=0 data=babyai_gotoredball \
+    launcher=local_gpus "hydra.launcher.gpus=[0]" hydra.launcher.jobs_per_device=8 trainer=gpu data.num_workers=8 \
+    eval.device=cuda eval.chunk_size=32 eval.progress=false "hydra.sweep.dir=$table" "paths.data_dir=$work/data"
+step table_results 60 $py -m anyorder.results "$table"
+cp "$table/results.md" "$out/table_one_seed.md" 2>/dev/null
 step bench_pipeline 60 $py benchmarks/pipeline.py --device cuda --batch-size 256 --repeats 1
 step bench_pipeline_workers 60 $py benchmarks/pipeline.py --device cuda --batch-size 256 --repeats 1 --loader-workers 4
 cat "$out/summary.txt"
