@@ -55,6 +55,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
         (["data.generate_if_missing=false", "paths.data_dir=nowhere"], "nowhere"),
         (["ckpt_path=missing.ckpt"], "missing.ckpt"),
         (["model.optimizer.lr=nan"], "model.optimizer.lr"),
+        (["model.backbone.num_heads=3"], "error: model.backbone.hidden_size"),  # found while building the model
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path: Path, data_root: Path, overrides: list[str], needle: str) -> None:

@@ -17,9 +17,10 @@ def build_module(cfg: DictConfig, datamodule: TrajectoryDataModule) -> AnyOrderM
     """The model node, completed with what only the tokenizer knows (vocabulary, length)."""
     tokenizer = datamodule.tokenizer
     vocabulary = tokenizer.vocabulary
-    node = OmegaConf.to_container(cfg.model, resolve=True)
+    settings = OmegaConf.to_container(cfg.model, resolve=True)
     for key in MODEL_FAMILY_SETTINGS:
-        node.pop(key, None)
+        settings.pop(key, None)
+    node = OmegaConf.create({"model": settings}).model  # keeps its key, so errors name `model.<field>`
     return instantiate(
         node,
         backbone={"vocab_size": vocabulary.size, "max_length": tokenizer.sequence_length},
