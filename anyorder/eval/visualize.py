@@ -48,9 +48,7 @@ def save_gif(frames: list[np.ndarray], path: Path, milliseconds_per_frame: int =
     return path
 
 
-def robustness_figure(
-    fractions: list[float], success: list[float], accuracy: list[float], windows: str
-) -> plt.Figure:
+def robustness_figure(fractions: list[float], success: list[float], accuracy: list[float], windows: str) -> plt.Figure:
     """Success and action accuracy against the share of visible cells hidden; ``windows``: the split
     whose windows the action accuracy was measured on."""
     figure, axis = plt.subplots(figsize=(4.5, 3.2), dpi=120)
