@@ -35,7 +35,7 @@ from anyorder.eval.tasks import TaskEvaluator
 from anyorder.eval.visualize import render_observation, robustness_figure, save_gif, save_png, side_by_side
 from anyorder.masking.queries import world_model_query
 from anyorder.naming import job_overrides, register_resolvers, sweep_hparams
-from anyorder.results import JOB_FILE
+from anyorder.results import JOB_FILE, strategy_label
 
 register_resolvers()
 
@@ -304,7 +304,7 @@ def evaluate_after_fit(train_cfg: DictConfig, logger: Any, train_seconds: float)
     levels = train_cfg.data.get("levels") or [train_cfg.data.level]
     record = {
         "level": ",".join(str(level) for level in levels),
-        "strategy": overrides.get("point", "default"),
+        "strategy": strategy_label(overrides),
         "prob": train_cfg.masking.get("prob"),
         "seed": int(train_cfg.seed),
         "train_seconds": round(train_seconds, 1),

@@ -6,6 +6,11 @@ A job directory holds ``job.json`` (what was trained) and ``eval/metrics.json`` 
 evaluation measured), both written by a training job that evaluates itself
 (``eval_after_fit=true``, as ``experiment=strategy_table`` sets it). The notebook
 ``notebooks/strategy_sweep.ipynb`` draws from the same functions.
+
+Any sweep tabulates, not only the strategy table: a setting that differs between the jobs
+(``data.num_episodes=1000,50000``, ``model.optimizer.lr=5e-4,1e-3``) becomes part of a row's
+key (its ``settings`` column), compared by the value the job ran with, so ``lr=5e-4`` on one
+command line and an unswept default of 0.0005 on another land in the same row.
 """
 
 from __future__ import annotations
@@ -14,12 +19,16 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from anyorder.errors import DataError
 from anyorder.eval.metrics import t_interval, wilson_interval
 
 JOB_FILE = "job.json"
-TABLE_KEYS = ["level", "strategy", "prob"]
+TABLE_KEYS = ["level", "strategy", "prob", "settings"]
+# overrides that say which job of a sweep it is, how it ran or how it was evaluated -- never a row key
+NOT_SETTINGS = ("seed", "point", "experiment", "data", "launcher", "eval_after_fit", "ckpt_path")
+NOT_SETTING_PREFIXES = ("eval.", "paths.", "hydra.", "callbacks.", "logger.", "trainer.devices", "trainer.accelerator")
 # the trivial baseline beside each headline metric: (column, metrics.json baselines key, baseline)
 BASELINE_COLUMNS = {
     "random_success": ("success_rate", "random_policy"),
@@ -36,9 +45,37 @@ def _baseline(metrics: dict, metric: str, baseline: str) -> float:
     return float(metrics.get("baselines", {}).get(metric, {}).get(baseline, NAN))
 
 
+def strategy_label(overrides: dict[str, str]) -> str:
+    """What a job trained, by name: its table point, else its experiment, else the default recipe."""
+    experiment = overrides.get("experiment", "default")
+    return overrides.get("point", "default" if experiment == "strategy_table" else experiment)
+
+
+def _is_setting(key: str) -> bool:
+    return key not in NOT_SETTINGS and not key.startswith(NOT_SETTING_PREFIXES)
+
+
+def composed_settings(job_dir: Path, keys: set[str], overrides: dict[str, str]) -> dict[str, str]:
+    """Each key's value as the job ran it: the config group it chose, else its composed config's
+    value, else the override as typed (a job directory without Hydra's record)."""
+    record = job_dir / ".hydra"
+    config = OmegaConf.load(record / "config.yaml") if (record / "config.yaml").is_file() else OmegaConf.create()
+    choices = {}
+    if (record / "hydra.yaml").is_file():
+        choices = OmegaConf.to_container(OmegaConf.load(record / "hydra.yaml").hydra.runtime.choices)
+    values = {}
+    for key in sorted(keys):
+        value = choices.get(key, OmegaConf.select(config, key, default=None))
+        if value is None or isinstance(value, DictConfig | ListConfig):
+            value = overrides.get(key, "")
+        values[key] = str(value)
+    return values
+
+
 def job_row(job_dir: Path) -> dict:
     """The flat record of one finished job: its settings and its headline metrics."""
     job = json.loads((job_dir / JOB_FILE).read_text())
+    overrides = job.get("overrides")
     metrics_path = job_dir / "eval" / "metrics.json"
     try:
         metrics = json.loads(metrics_path.read_text())
@@ -48,8 +85,9 @@ def job_row(job_dir: Path) -> dict:
     episodes = metrics["seeds"][1] - metrics["seeds"][0]
     return {
         "level": job["level"],
-        "strategy": job["strategy"],
+        "strategy": job["strategy"] if overrides is None else strategy_label(overrides),
         "prob": job["prob"],
+        "overrides": overrides or {},
         "seed": job["seed"],
         "train_seconds": job["train_seconds"],
         "episodes": episodes,
@@ -81,16 +119,21 @@ def load_jobs(sweep_dir: str | Path) -> pd.DataFrame:
         raise DataError(
             root, f"no finished jobs (no {JOB_FILE} below it); run anyorder-train -m experiment=strategy_table first"
         )
+    keys = {key for row in rows for key in row["overrides"] if _is_setting(key)}
+    settings = [composed_settings(Path(row["job_dir"]), keys, row.pop("overrides")) for row in rows]
+    varying = sorted(key for key in keys if len({values[key] for values in settings}) > 1)
+    for row, values in zip(rows, settings, strict=True):
+        row["settings"] = " ".join(f"{key}={values[key]}" for key in varying)
     frame = pd.DataFrame(rows)
     return frame.sort_values([*TABLE_KEYS, "seed"], na_position="first").reset_index(drop=True)
 
 
 def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
-    """One row per level x strategy x prob: means over training seeds with a t-interval across
+    """One row per level x strategy x prob x differing settings: means over training seeds with a t-interval across
     them (seed-to-seed spread counts), the pooled-episode Wilson interval beside it (named so),
     and each metric's trivial baseline."""
     rows = []
-    for (level, strategy, prob), group in jobs.groupby(TABLE_KEYS, dropna=False, sort=False):
+    for (level, strategy, prob, settings), group in jobs.groupby(TABLE_KEYS, dropna=False, sort=False):
         pooled_low, pooled_high = wilson_interval(int(group["successes"].sum()), int(group["episodes"].sum()))
         mean, low, high = t_interval(group["success_rate"].to_numpy())
         rows.append(
@@ -98,6 +141,7 @@ def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
                 "level": level,
                 "strategy": strategy,
                 "prob": prob,
+                "settings": settings,
                 "seeds": len(group),
                 "success_rate": mean,
                 "success_seed_ci95_low": low,
@@ -117,6 +161,10 @@ def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _settings_text(settings: str | float) -> str:
+    return "" if pd.isna(settings) else str(settings)  # a CSV round trip reads "" back as NaN
+
+
 def _interval(low: float, high: float) -> str:
     return "n/a" if pd.isna(low) else f"[{low:.3f}, {high:.3f}]"
 
@@ -124,19 +172,20 @@ def _interval(low: float, high: float) -> str:
 def markdown_table(summary: pd.DataFrame) -> str:
     """The table as GitHub Markdown, one section per level; each metric beside its baseline."""
     lines = []
+    with_settings = bool(summary["settings"].map(_settings_text).any())
+    columns = [
+        "strategy", "prob", *(["settings"] if with_settings else []), "seeds", "success (mean)",
+        "95% t-CI across seeds", "pooled Wilson 95% CI", "random policy", "action acc", "majority action",
+        "WM NLL/token", "unigram NLL", "WM exact cells after a step", "copy previous", "jobs below a baseline",
+        "robustness area", "train min",
+    ]  # fmt: skip
     for level, rows in summary.groupby("level", sort=False):
-        lines += [
-            f"### {level}",
-            "",
-            "| strategy | prob | seeds | success (mean) | 95% t-CI across seeds | pooled Wilson 95% CI "
-            "| random policy | action acc | majority action | WM NLL/token | unigram NLL "
-            "| WM exact cells after a step | copy previous | jobs below a baseline | robustness area | train min |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
+        lines += [f"### {level}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for row in rows.itertuples():
             prob = "U(ε,1)" if pd.isna(row.prob) else f"{row.prob:g}"
+            settings = f" {_settings_text(row.settings)} |" if with_settings else ""
             lines.append(
-                f"| {row.strategy} | {prob} | {row.seeds} | {row.success_rate:.3f}"
+                f"| {row.strategy} | {prob} |{settings} {row.seeds} | {row.success_rate:.3f}"
                 f" | {_interval(row.success_seed_ci95_low, row.success_seed_ci95_high)}"
                 f" | {_interval(row.success_pooled_ci95_low, row.success_pooled_ci95_high)}"
                 f" | {row.random_success:.3f} | {row.action_accuracy:.3f} | {row.majority_action_accuracy:.3f}"
@@ -169,7 +218,10 @@ def success_figure(summary: pd.DataFrame, path: Path) -> Path:
     figure, axes = plt.subplots(1, len(levels), figsize=(6 * len(levels), 4), squeeze=False)
     for axis, level in zip(axes[0], levels, strict=True):
         rows = summary[summary["level"] == level]
-        labels = [s if pd.isna(p) else f"{s}\np={p:g}" for s, p in zip(rows["strategy"], rows["prob"], strict=True)]
+        labels = [
+            "\n".join(filter(None, [s, "" if pd.isna(p) else f"p={p:g}", _settings_text(extra).replace(" ", "\n")]))
+            for s, p, extra in zip(rows["strategy"], rows["prob"], rows["settings"], strict=True)
+        ]
         low = (rows["success_rate"] - rows["success_seed_ci95_low"]).fillna(0).clip(lower=0)
         high = (rows["success_seed_ci95_high"] - rows["success_rate"]).fillna(0).clip(lower=0)
         axis.bar(range(len(rows)), rows["success_rate"], yerr=[low, high], capsize=3)

@@ -30,11 +30,13 @@ def test_the_table_offers_every_strategy_once_and_every_prob_where_it_takes_one(
         assert [p for p in POINTS if p.startswith(f"{strategy}_p")] == [f"{strategy}_p{q}" for q in (0.15, 0.3, 0.5)]
 
 
-def fake_job(root: Path, strategy: str, prob: float | None, seed: int, wins: int, episodes: int = 50) -> None:
+def fake_job(
+    root: Path, strategy: str, prob: float | None, seed: int, wins: int, episodes: int = 50, **record: object
+) -> Path:
     directory = root / "lvl" / f"{strategy}_{prob}" / f"seed{seed}"
     (directory / "eval").mkdir(parents=True)
     job = {"level": "lvl", "strategy": strategy, "prob": prob, "seed": seed, "train_seconds": 60.0 * (seed + 1)}
-    (directory / JOB_FILE).write_text(json.dumps(job))
+    (directory / JOB_FILE).write_text(json.dumps(job | record))
     metrics = {
         "seeds": [10_000, 10_000 + episodes],
         "success_rate": wins / episodes,
@@ -53,6 +55,7 @@ def fake_job(root: Path, strategy: str, prob: float | None, seed: int, wins: int
         "robustness": {"fractions": [0.0, 1.0], "success_rate": [wins / episodes, 0.0], "success_area": 0.25},
     }
     (directory / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    return directory
 
 
 def test_the_table_averages_seeds_and_pools_episodes_for_the_interval(tmp_path: Path) -> None:
@@ -77,6 +80,35 @@ def test_the_table_averages_seeds_and_pools_episodes_for_the_interval(tmp_path: 
     table = markdown_table(summary)
     assert "| cell | 0.3 | 2 | 0.700 | [-0.571, 1.971] | [0.604, 0.781] | 0.020 | 0.800 | 0.600" in table
     assert "| action_bc | U(ε,1) | 1 | 0.200 | n/a |" in table
+
+
+def hydra_record(job_dir: Path, num_episodes: int, model: str) -> None:
+    """The .hydra/ files a Hydra job leaves: its composed config and its config-group choices."""
+    (job_dir / ".hydra").mkdir()
+    (job_dir / ".hydra" / "config.yaml").write_text(f"data:\n  num_episodes: {num_episodes}\nseed: 0\n")
+    (job_dir / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    choices:\n      model: {model}\n")
+
+
+def test_any_sweep_tabulates_one_row_per_differing_setting_compared_by_its_run_value(tmp_path: Path) -> None:
+    def job(name: str, seed: int, wins: int, overrides: dict[str, str], num_episodes: int) -> None:
+        hydra_record(fake_job(tmp_path / name, "x", None, seed, wins, overrides=overrides), num_episodes, "tiny")
+
+    # a default job (no override) ran with 10,000 demos: it shares a row with the one that asked for 1e4
+    job("a", 0, 40, {"seed": "0", "data.num_episodes": "1e4", "eval.num_episodes": "50"}, 10_000)
+    job("b", 1, 30, {"seed": "1", "eval.num_episodes": "50"}, 10_000)
+    job("c", 0, 10, {"seed": "0", "data.num_episodes": "1000", "experiment": "behaviour_cloning"}, 1000)
+    job("d", 0, 20, {"seed": "0", "data.num_episodes": "1000", "point": "cell_p0.3"}, 1000)
+    summary = summarize(load_jobs(tmp_path))
+    rows = {(row.strategy, row.settings): row for row in summary.itertuples()}
+    assert set(rows) == {
+        ("default", "data.num_episodes=10000"),
+        ("behaviour_cloning", "data.num_episodes=1000"),
+        ("cell_p0.3", "data.num_episodes=1000"),
+    }  # seed, experiment, point and eval.* tell jobs apart or say how they ran: never a row key
+    assert rows["default", "data.num_episodes=10000"].seeds == 2
+    assert rows["default", "data.num_episodes=10000"].success_rate == pytest.approx(0.7)
+    table = markdown_table(summary)
+    assert "| behaviour_cloning | U(ε,1) | data.num_episodes=1000 | 1 | 0.200 |" in table
 
 
 def test_a_sweep_without_finished_jobs_names_its_directory(tmp_path: Path) -> None:
