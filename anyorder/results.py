@@ -25,6 +25,7 @@ from anyorder.errors import DataError
 from anyorder.eval.metrics import t_interval, wilson_interval
 
 JOB_FILE = "job.json"
+OWN_EVALUATION = "eval"  # <job>/eval/: the dev evaluation a job makes of itself (eval_after_fit)
 TABLE_KEYS = ["level", "strategy", "prob", "settings"]
 # overrides that say which job of a sweep it is, how it ran or how it was evaluated -- never a row key
 NOT_SETTINGS = ("seed", "point", "experiment", "data", "launcher", "eval_after_fit", "ckpt_path")
@@ -72,11 +73,18 @@ def composed_settings(job_dir: Path, keys: set[str], overrides: dict[str, str]) 
     return values
 
 
-def job_row(job_dir: Path) -> dict:
-    """The flat record of one finished job: its settings and its headline metrics."""
+def job_row(job_dir: Path, evaluation: str = OWN_EVALUATION) -> dict:
+    """The flat record of one finished job: its settings and the headline metrics of one of its
+    evaluations (``<job>/<evaluation>/metrics.json``)."""
     job = json.loads((job_dir / JOB_FILE).read_text())
     overrides = job.get("overrides")
-    metrics_path = job_dir / "eval" / "metrics.json"
+    metrics_path = job_dir / evaluation / "metrics.json"
+    if not metrics_path.is_file():
+        raise DataError(
+            metrics_path,
+            f"this job has no '{evaluation}' evaluation: anyorder-eval ckpt_path={job_dir}/checkpoints/last.ckpt "
+            f"hydra.run.dir={job_dir}/{evaluation} ... writes it",
+        )
     try:
         metrics = json.loads(metrics_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -89,6 +97,7 @@ def job_row(job_dir: Path) -> dict:
         "prob": job["prob"],
         "overrides": overrides or {},
         "seed": job["seed"],
+        "split": metrics.get("split", "dev"),
         "train_seconds": job["train_seconds"],
         "episodes": episodes,
         "successes": round(metrics["success_rate"] * episodes),
@@ -109,12 +118,13 @@ def job_row(job_dir: Path) -> dict:
     }
 
 
-def load_jobs(sweep_dir: str | Path) -> pd.DataFrame:
-    """Every finished job of a sweep, one row each (sorted by level, strategy, prob, seed)."""
+def load_jobs(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> pd.DataFrame:
+    """Every finished job of a sweep, one row each (sorted by level, strategy, prob, settings,
+    seed), with the metrics of its ``evaluation`` (the job's own dev evaluation by default)."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise DataError(root, "sweep directory not found")
-    rows = [job_row(path.parent) for path in sorted(root.rglob(JOB_FILE))]
+    rows = [job_row(path.parent, evaluation) for path in sorted(root.rglob(JOB_FILE))]
     if not rows:
         raise DataError(
             root, f"no finished jobs (no {JOB_FILE} below it); run anyorder-train -m experiment=strategy_table first"
@@ -142,6 +152,7 @@ def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
                 "strategy": strategy,
                 "prob": prob,
                 "settings": settings,
+                "split": ",".join(sorted(set(group["split"]))),
                 "seeds": len(group),
                 "success_rate": mean,
                 "success_seed_ci95_low": low,
@@ -180,7 +191,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
         "robustness area", "train min",
     ]  # fmt: skip
     for level, rows in summary.groupby("level", sort=False):
-        lines += [f"### {level}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        split = ",".join(sorted(set(rows["split"])))
+        lines += [f"### {level} ({split} split)", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for row in rows.itertuples():
             prob = "U(ε,1)" if pd.isna(row.prob) else f"{row.prob:g}"
             settings = f" {_settings_text(row.settings)} |" if with_settings else ""
@@ -197,11 +209,13 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_tables(sweep_dir: str | Path) -> tuple[Path, Path]:
-    """``results.csv`` and ``results.md`` in the sweep directory, from its finished jobs."""
+def write_tables(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> tuple[Path, Path]:
+    """``results.csv`` and ``results.md`` in the sweep directory, from its finished jobs
+    (``results_<evaluation>.*`` for an evaluation other than the jobs' own)."""
     root = Path(sweep_dir)
-    summary = summarize(load_jobs(root))
-    csv_path, markdown_path = root / "results.csv", root / "results.md"
+    summary = summarize(load_jobs(root, evaluation))
+    stem = "results" if evaluation == OWN_EVALUATION else f"results_{evaluation}"
+    csv_path, markdown_path = root / f"{stem}.csv", root / f"{stem}.md"
     summary.to_csv(csv_path, index=False, float_format="%.4f")
     markdown_path.write_text(markdown_table(summary))
     return csv_path, markdown_path
@@ -229,7 +243,7 @@ def success_figure(summary: pd.DataFrame, path: Path) -> Path:
         axis.set_xticks(range(len(rows)), labels, rotation=60, fontsize=7)
         axis.set_ylim(0, 1)
         axis.set_title(level)
-        axis.set_ylabel("dev success (mean over seeds, 95% t-CI)")
+        axis.set_ylabel(f"{','.join(sorted(set(rows['split'])))} success (mean over seeds, 95% t-CI)")
         axis.legend(loc="lower right")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,10 +261,17 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="anyorder-results", description=main.__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (or any directory above job dirs)")
+    parser.add_argument(
+        "--eval",
+        dest="evaluation",
+        default=OWN_EVALUATION,
+        help="which evaluation of each job: its own dev one (default: eval), or the directory an anyorder-eval "
+        "run wrote inside the job (e.g. eval_test, for the sealed test split, once the choices are frozen)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     with report_errors():
-        csv_path, markdown_path = write_tables(args.sweep_dir)
-        figure = success_figure(pd.read_csv(csv_path), args.sweep_dir / "figures" / "success.png")
+        csv_path, markdown_path = write_tables(args.sweep_dir, args.evaluation)
+        figure = success_figure(pd.read_csv(csv_path), args.sweep_dir / "figures" / f"{csv_path.stem}_success.png")
     print(markdown_path.read_text())
     print(f"table: {csv_path} and {markdown_path}; figure: {figure}")
 

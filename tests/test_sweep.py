@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 
 from anyorder.errors import DataError
 from anyorder.eval.metrics import wilson_interval
-from anyorder.results import JOB_FILE, load_jobs, markdown_table, summarize
+from anyorder.results import JOB_FILE, load_jobs, markdown_table, summarize, write_tables
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "strategy_sweep.ipynb"
 POINTS = sorted(path.stem for path in files("anyorder.conf").joinpath("point").iterdir() if path.name.endswith(".yaml"))
@@ -109,6 +109,22 @@ def test_any_sweep_tabulates_one_row_per_differing_setting_compared_by_its_run_v
     assert rows["default", "data.num_episodes=10000"].success_rate == pytest.approx(0.7)
     table = markdown_table(summary)
     assert "| behaviour_cloning | U(ε,1) | data.num_episodes=1000 | 1 | 0.200 |" in table
+
+
+def test_a_later_test_evaluation_tabulates_on_its_own_and_a_job_without_it_is_named(tmp_path: Path) -> None:
+    jobs = [fake_job(tmp_path, "cell", 0.3, seed, wins=10 + seed) for seed in (0, 1)]
+    for job, wins in zip(jobs, (45, 47), strict=True):
+        test = json.loads((job / "eval" / "metrics.json").read_text()) | {"split": "test", "success_rate": wins / 50}
+        (job / "eval_test").mkdir()
+        (job / "eval_test" / "metrics.json").write_text(json.dumps(test))
+    dev, test = summarize(load_jobs(tmp_path)).iloc[0], summarize(load_jobs(tmp_path, "eval_test")).iloc[0]
+    assert (dev["split"], dev["success_rate"]) == ("dev", pytest.approx(0.21))
+    assert (test["split"], test["success_rate"]) == ("test", pytest.approx(0.92))
+    csv_path, markdown_path = write_tables(tmp_path, "eval_test")
+    assert csv_path.name == "results_eval_test.csv" and "### lvl (test split)" in markdown_path.read_text()
+    fake_job(tmp_path, "cell", 0.3, seed=2, wins=10)
+    with pytest.raises(DataError, match=r"seed2/eval_test/metrics.json: this job has no 'eval_test' evaluation"):
+        load_jobs(tmp_path, "eval_test")
 
 
 def test_a_sweep_without_finished_jobs_names_its_directory(tmp_path: Path) -> None:
@@ -204,7 +220,7 @@ def test_the_table_is_a_packed_hydra_sweep_that_evaluates_itself(tmp_path: Path,
         assert row.success_rate == pytest.approx(sum(m["success_rate"] for m in measured) / 2, abs=1e-4)
         random = sum(m["baselines"]["success_rate"]["random_policy"] for m in measured) / 2
         assert row.random_success == pytest.approx(random, abs=1e-4)
-    assert (sweep_dir / "figures" / "success.png").stat().st_size > 10_000
+    assert (sweep_dir / "figures" / "results_success.png").stat().st_size > 10_000
 
     # the same command on the same directory resumes: finished jobs are skipped, not trained again
     stamp = (jobs[0] / "checkpoints" / "last.ckpt").stat().st_mtime_ns
