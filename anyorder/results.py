@@ -59,11 +59,8 @@ def _is_setting(key: str) -> bool:
 def composed_settings(job_dir: Path, keys: set[str], overrides: dict[str, str]) -> dict[str, str]:
     """Each key's value as the job ran it: the config group it chose, else its composed config's
     value, else the override as typed (a job directory without Hydra's record)."""
-    record = job_dir / ".hydra"
-    config = OmegaConf.load(record / "config.yaml") if (record / "config.yaml").is_file() else OmegaConf.create()
-    choices = {}
-    if (record / "hydra.yaml").is_file():
-        choices = OmegaConf.to_container(OmegaConf.load(record / "hydra.yaml").hydra.runtime.choices)
+    config, hydra = (_hydra_record(job_dir / ".hydra" / name) for name in ("config.yaml", "hydra.yaml"))
+    choices = OmegaConf.select(hydra, "hydra.runtime.choices", default=None) or {}
     values = {}
     for key in sorted(keys):
         value = choices.get(key, OmegaConf.select(config, key, default=None))
@@ -73,10 +70,27 @@ def composed_settings(job_dir: Path, keys: set[str], overrides: dict[str, str]) 
     return values
 
 
+def _hydra_record(path: Path) -> DictConfig:
+    """One of the files Hydra leaves in ``<job>/.hydra/`` (empty where it is absent)."""
+    if not path.is_file():
+        return OmegaConf.create()
+    try:
+        return OmegaConf.load(path)
+    except Exception as error:  # YAML's own errors have no common base class worth naming
+        raise DataError(path, f"unreadable Hydra record ({error})") from error
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DataError(path, f"unreadable {what} ({error})") from error
+
+
 def job_row(job_dir: Path, evaluation: str = OWN_EVALUATION) -> dict:
     """The flat record of one finished job: its settings and the headline metrics of one of its
     evaluations (``<job>/<evaluation>/metrics.json``)."""
-    job = json.loads((job_dir / JOB_FILE).read_text())
+    job = _read_json(job_dir / JOB_FILE, "job record")
     overrides = job.get("overrides")
     metrics_path = job_dir / evaluation / "metrics.json"
     if not metrics_path.is_file():
@@ -85,10 +99,7 @@ def job_row(job_dir: Path, evaluation: str = OWN_EVALUATION) -> dict:
             f"this job has no '{evaluation}' evaluation: anyorder-eval ckpt_path={job_dir}/checkpoints/last.ckpt "
             f"hydra.run.dir={job_dir}/{evaluation} ... writes it",
         )
-    try:
-        metrics = json.loads(metrics_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(metrics_path, f"unreadable evaluation result ({error})") from error
+    metrics = _read_json(metrics_path, "evaluation result")
     tasks, robustness = metrics["tasks"], metrics["robustness"]
     episodes = metrics["seeds"][1] - metrics["seeds"][0]
     return {
@@ -139,9 +150,9 @@ def load_jobs(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> pd.Dat
 
 
 def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
-    """One row per level x strategy x prob x differing settings: means over training seeds with a t-interval across
-    them (seed-to-seed spread counts), the pooled-episode Wilson interval beside it (named so),
-    and each metric's trivial baseline."""
+    """One row per level x strategy x prob x differing settings: means over training seeds with a
+    t-interval across them (seed-to-seed spread counts), the pooled-episode Wilson interval beside
+    it (named so), and each metric's trivial baseline."""
     rows = []
     for (level, strategy, prob, settings), group in jobs.groupby(TABLE_KEYS, dropna=False, sort=False):
         pooled_low, pooled_high = wilson_interval(int(group["successes"].sum()), int(group["episodes"].sum()))

@@ -127,6 +127,19 @@ def test_a_later_test_evaluation_tabulates_on_its_own_and_a_job_without_it_is_na
         load_jobs(tmp_path, "eval_test")
 
 
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [(JOB_FILE, "unreadable job record"), ("eval/metrics.json", "unreadable evaluation result"),
+     (".hydra/config.yaml", "unreadable Hydra record")],
+)  # fmt: skip
+def test_a_corrupt_job_file_is_named(tmp_path: Path, broken: str, message: str) -> None:
+    job = fake_job(tmp_path, "cell", 0.3, seed=0, wins=10, overrides={"seed": "0", "model.optimizer.lr": "1e-3"})
+    hydra_record(job, 1000, "tiny")
+    (job / broken).write_text("{not: [closed")
+    with pytest.raises(DataError, match=f"{broken}: {message}"):
+        load_jobs(tmp_path)
+
+
 def test_a_sweep_without_finished_jobs_names_its_directory(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no finished jobs"):
         load_jobs(tmp_path)
