@@ -187,6 +187,12 @@ def _settings_text(settings: str | float) -> str:
     return "" if pd.isna(settings) else str(settings)  # a CSV round trip reads "" back as NaN
 
 
+def _short_setting(setting: str) -> str:
+    """``model.optimizer.lr=0.0005`` -> ``lr=0.0005``: an axis label, not a config path."""
+    key, value = setting.split("=", 1)
+    return f"{key.rsplit('.', 1)[-1]}={value}"
+
+
 def _interval(low: float, high: float) -> str:
     return "n/a" if pd.isna(low) else f"[{low:.3f}, {high:.3f}]"
 
@@ -240,21 +246,24 @@ def success_figure(summary: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     levels = list(dict.fromkeys(summary["level"]))
-    figure, axes = plt.subplots(1, len(levels), figsize=(6 * len(levels), 4), squeeze=False)
+    width = max(6.0, 1.2 * summary["level"].value_counts().max())  # room for every bar's label
+    figure, axes = plt.subplots(1, len(levels), figsize=(width * len(levels), 4.5), squeeze=False)
     for axis, level in zip(axes[0], levels, strict=True):
         rows = summary[summary["level"] == level]
         labels = [
-            "\n".join(filter(None, [s, "" if pd.isna(p) else f"p={p:g}", _settings_text(extra).replace(" ", "\n")]))
+            "\n".join(
+                filter(None, [s, "" if pd.isna(p) else f"p={p:g}", *map(_short_setting, _settings_text(extra).split())])
+            )
             for s, p, extra in zip(rows["strategy"], rows["prob"], rows["settings"], strict=True)
         ]
         low = (rows["success_rate"] - rows["success_seed_ci95_low"]).fillna(0).clip(lower=0)
         high = (rows["success_seed_ci95_high"] - rows["success_rate"]).fillna(0).clip(lower=0)
         axis.bar(range(len(rows)), rows["success_rate"], yerr=[low, high], capsize=3)
         axis.plot(range(len(rows)), rows["random_success"], "k_", markersize=14, label="random policy")
-        axis.set_xticks(range(len(rows)), labels, rotation=60, fontsize=7)
+        axis.set_xticks(range(len(rows)), labels, fontsize=7)
         axis.set_ylim(0, 1)
         axis.set_title(level)
-        axis.set_ylabel(f"{','.join(sorted(set(rows['split'])))} success (mean over seeds, 95% t-CI)")
+        axis.set_ylabel(f"{','.join(sorted(set(rows['split'])))} success\n(mean over seeds, 95% t-CI)")
         axis.legend(loc="lower right")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
