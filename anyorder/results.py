@@ -28,8 +28,9 @@ JOB_FILE = "job.json"
 OWN_EVALUATION = "eval"  # <job>/eval/: the dev evaluation a job makes of itself (eval_after_fit)
 TABLE_KEYS = ["level", "strategy", "prob", "settings"]
 # overrides that say which job of a sweep it is, how it ran or how it was evaluated -- never a row key
-NOT_SETTINGS = ("seed", "point", "experiment", "data", "launcher", "eval_after_fit", "ckpt_path")
-NOT_SETTING_PREFIXES = ("eval.", "paths.", "hydra.", "callbacks.", "logger.", "trainer.devices", "trainer.accelerator")
+# (paths, Hydra's own keys and ckpt_path never reach job.json: naming.job_overrides drops them)
+NOT_SETTINGS = ("seed", "point", "experiment", "data", "launcher", "eval_after_fit")
+NOT_SETTING_PREFIXES = ("eval.", "callbacks.", "logger.", "trainer.devices", "trainer.accelerator")
 # the trivial baseline beside each headline metric: (column, metrics.json baselines key, baseline)
 BASELINE_COLUMNS = {
     "random_success": ("success_rate", "random_policy"),
@@ -96,8 +97,8 @@ def job_row(job_dir: Path, evaluation: str = OWN_EVALUATION) -> dict:
     if not metrics_path.is_file():
         raise DataError(
             metrics_path,
-            f"this job has no '{evaluation}' evaluation: anyorder-eval ckpt_path={job_dir}/checkpoints/last.ckpt "
-            f"hydra.run.dir={job_dir}/{evaluation} ... writes it",
+            f"this job has no '{evaluation}' evaluation; anyorder-eval ckpt_path={job_dir}/checkpoints/last.ckpt "
+            f"eval.split=<dev|test> hydra.run.dir={job_dir}/{evaluation} writes it",
         )
     metrics = _read_json(metrics_path, "evaluation result")
     tasks, robustness = metrics["tasks"], metrics["robustness"]
