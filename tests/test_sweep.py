@@ -263,6 +263,20 @@ def test_a_failed_job_costs_only_itself_and_is_listed(tmp_path: Path, data_root:
         assert "error: eval.temperature" in (job / "launcher.log").read_text()
 
 
+def test_the_table_trains_one_recipe_on_every_level(compose_train) -> None:
+    """Between the table's levels only the level may change; a level's own data defaults (GoToLocal:
+    1,000 demos, window 4) would confound the level with the recipe."""
+    from omegaconf import OmegaConf
+
+    recipes = []
+    for level in ("babyai_gotoredball", "babyai_gotolocal"):
+        recipe = OmegaConf.to_container(compose_train("experiment=strategy_table", f"data={level}"))
+        assert recipe["data"].pop("level").startswith("BabyAI-GoTo")
+        recipes.append(recipe)
+    assert recipes[0] == recipes[1]
+    assert (recipes[0]["data"]["num_episodes"], recipes[0]["data"]["window"]) == (10_000, 2)
+
+
 def test_every_offered_strategy_and_prob_point_trains_something_different(compose_train) -> None:
     """No two points of the table may be the same experiment: the share of each token kind that
     their masks hide, or of cells they hide in part (at the start, middle and end of
