@@ -25,8 +25,8 @@ test-all: $(STAMP)       ## every test, the slow end-to-end ones included
 	$(BIN)/pytest -q -m "" $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check anyorder tests benchmarks
-	$(BIN)/ruff format --check anyorder tests benchmarks
+	$(BIN)/ruff check anyorder tests benchmarks notebooks
+	$(BIN)/ruff format --check anyorder tests benchmarks notebooks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py

@@ -16,6 +16,7 @@ command line and an unswept default of 0.0005 on another land in the same row.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -130,13 +131,30 @@ def job_row(job_dir: Path, evaluation: str = OWN_EVALUATION) -> dict:
     }
 
 
+def job_dirs(sweep_dir: str | Path) -> list[Path]:
+    """Every job directory (one holding ``job.json``) below ``sweep_dir``, linked directories
+    followed, so that a table can gather jobs of several sweeps by linking them into one
+    directory; a job reached twice (or a link back up the tree) is taken once."""
+    found, seen = [], set()
+    for directory, subdirs, names in os.walk(sweep_dir, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirs.clear()
+            continue
+        seen.add(real)
+        if JOB_FILE in names:
+            found.append(Path(directory))
+        subdirs.sort()
+    return sorted(found)
+
+
 def load_jobs(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> pd.DataFrame:
     """Every finished job of a sweep, one row each (sorted by level, strategy, prob, settings,
     seed), with the metrics of its ``evaluation`` (the job's own dev evaluation by default)."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise DataError(root, "sweep directory not found")
-    rows = [job_row(path.parent, evaluation) for path in sorted(root.rglob(JOB_FILE))]
+    rows = [job_row(job_dir, evaluation) for job_dir in job_dirs(root)]
     if not rows:
         raise DataError(
             root, f"no finished jobs (no {JOB_FILE} below it); run anyorder-train -m experiment=strategy_table first"
@@ -302,8 +320,7 @@ def training_curves(sweep_dir: str | Path, tag: str = "eval/success_rate") -> pd
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     rows = []
-    for job_file in sorted(Path(sweep_dir).rglob(JOB_FILE)):
-        job_dir = job_file.parent
+    for job_dir in job_dirs(sweep_dir):
         for events in sorted((job_dir / "tensorboard").glob("events.out.tfevents.*")):
             accumulator = EventAccumulator(str(events))
             accumulator.Reload()

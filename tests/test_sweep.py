@@ -147,6 +147,21 @@ def test_a_sweep_without_finished_jobs_names_its_directory(tmp_path: Path) -> No
         load_jobs(tmp_path / "missing")
 
 
+def test_a_table_gathers_linked_jobs_of_other_sweeps_once(tmp_path: Path) -> None:
+    """Jobs of earlier sweeps linked into a table directory are tabulated beside its own jobs;
+    a job linked twice, or a link back up the tree, counts once."""
+    table, earlier = tmp_path / "table", tmp_path / "earlier"
+    fake_job(table, "cell", 0.15, seed=0, wins=30)
+    linked = fake_job(earlier, "cell", 0.15, seed=1, wins=40)
+    (table / "lvl" / "cell_0.15" / "seed1").symlink_to(linked)
+    (table / "again").symlink_to(linked)
+    (table / "lvl" / "loop").symlink_to(table)
+    frame = load_jobs(table)
+    assert sorted(frame["seed"]) == [0, 1]
+    cell = summarize(frame).iloc[0]
+    assert cell["seeds"] == 2 and cell["success_rate"] == pytest.approx(0.7)
+
+
 SHORT_JOB = [
     "trainer.max_steps=3",
     "trainer.val_check_interval=3",
