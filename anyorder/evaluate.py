@@ -3,8 +3,8 @@
     anyorder-eval ckpt_path=outputs/train/<run>/checkpoints/last.ckpt
     anyorder-eval ckpt_path=... eval.level=BabyAI-GoToLocal-v0 eval.render=true
 
-Prints one table and writes ``metrics.json``, PNG/GIF figures and a TensorBoard run into its
-own run directory.
+Prints one table and writes ``metrics.json``, ``episodes.csv`` (every closed-loop episode: policy,
+occlusion, seed, success, length), PNG/GIF figures and a TensorBoard run into its own run directory.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 import hydra
 import numpy as np
+import pandas as pd
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +30,7 @@ from anyorder.errors import ConfigError, report_errors
 from anyorder.eval.baselines import RandomPolicy, TrainingPriors, compare
 from anyorder.eval.checkpoint import TrainedRun, load_trained
 from anyorder.eval.metrics import area_under_curve, wilson_interval
-from anyorder.eval.rollout import ExpertPolicy, ModelPolicy, run_rollouts
+from anyorder.eval.rollout import ExpertPolicy, ModelPolicy, RolloutResult, run_rollouts
 from anyorder.eval.seeds import OFFLINE_SPLIT, check_held_out, eval_seeds
 from anyorder.eval.tasks import TaskEvaluator
 from anyorder.eval.visualize import render_observation, robustness_figure, save_gif, save_png, side_by_side
@@ -50,11 +51,12 @@ def model_policy(run: TrainedRun, settings: DictConfig) -> ModelPolicy:
 def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictConfig) -> dict[str, Any]:
     tokenizer = run.datamodule.tokenizer
     policy = model_policy(run, settings)
-    curve = {}
+    curve, episodes = {}, []
     for fraction in settings.occlusion_fractions:
         result = run_rollouts(
             policy, tokenizer, level, seeds, settings.num_envs, occlusion=fraction, progress=settings.progress
         )
+        episodes += episode_rows("model", float(fraction), result)
         wins = int(np.sum(result.success))
         low, high = wilson_interval(wins, len(seeds))
         curve[str(fraction)] = {
@@ -65,7 +67,9 @@ def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictCon
     expert = ExpertPolicy(level)
     reference = run_rollouts(expert, tokenizer, level, seeds, settings.num_envs)
     chance = run_rollouts(RandomPolicy(seed=settings.seed), tokenizer, level, seeds, settings.num_envs)
+    episodes += episode_rows("expert", 0.0, reference) + episode_rows("random_policy", 0.0, chance)
     return {
+        "episodes": pd.DataFrame(episodes, columns=EPISODE_COLUMNS).sort_values(["policy", "occlusion", "seed"]),
         "by_occlusion": curve,
         "expert": {
             "name": expert.name,
@@ -74,6 +78,18 @@ def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictCon
         },
         "random_policy": {"success_rate": chance.success_rate, "mean_length": float(np.mean(chance.lengths))},
     }
+
+
+EPISODE_COLUMNS = ["policy", "occlusion", "seed", "success", "length"]
+
+
+def episode_rows(policy: str, occlusion: float, result: RolloutResult) -> list[dict[str, Any]]:
+    """One record per episode: two evaluations on the same seeds can then be compared episode by
+    episode (paired), and a failure found by its seed."""
+    return [
+        {"policy": policy, "occlusion": occlusion, "seed": seed, "success": success, "length": length}
+        for seed, success, length in zip(result.seeds, result.success, result.lengths, strict=True)
+    ]
 
 
 def world_model_pictures(run: TrainedRun, evaluator: TaskEvaluator, count: int = 4) -> list[np.ndarray]:
@@ -141,6 +157,7 @@ def evaluate(cfg: DictConfig, output_dir: Path, job_board: Path | None = None) -
     loader = data.val_dataloader() if offline == "val" else data.test_dataloader()
     tasks = evaluator.run(loader, settings.query_batches, settings.progress)
     loop = closed_loop(run, level, seeds, settings)
+    episodes = loop.pop("episodes")
 
     fractions = [float(f) for f in settings.occlusion_fractions]
     success = [loop["by_occlusion"][str(f)]["success_rate"] for f in settings.occlusion_fractions]
@@ -173,12 +190,13 @@ def evaluate(cfg: DictConfig, output_dir: Path, job_board: Path | None = None) -
     }
     metrics["baselines"] = baselines
     metrics["below_baseline"] = compare({"success_rate": metrics["success_rate"], **tasks}, baselines)
-    write_outputs(metrics, run, evaluator, output_dir, level, seeds, settings, job_board)
+    write_outputs(metrics, episodes, run, evaluator, output_dir, level, seeds, settings, job_board)
     return metrics
 
 
 def write_outputs(
     metrics: dict[str, Any],
+    episodes: pd.DataFrame,
     run: TrainedRun,
     evaluator: TaskEvaluator,
     output_dir: Path,
@@ -189,6 +207,7 @@ def write_outputs(
 ) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    episodes.to_csv(output_dir / "episodes.csv", index=False)
     figures = output_dir / "figures"
     robustness = metrics["robustness"]
     figure = robustness_figure(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
@@ -294,6 +295,14 @@ def test_eval_command_writes_table_metrics_and_figures(trained_run, tmp_path: Pa
     assert "eval/metrics/text_summary" in board.Tags()["tensors"]  # the whole table, as text
     assert board.PluginTagToContent("hparams")  # and the HParams session of this evaluation
     assert all(line.split(" ")[0] in baselines for line in metrics["below_baseline"])
+    episodes = pd.read_csv(tmp_path / "eval" / "episodes.csv")  # every episode, for paired comparisons
+    model = episodes[episodes["policy"] == "model"]
+    assert sorted(set(model["seed"])) == list(range(5_000_000, 5_000_008))
+    for fraction, rate in zip(metrics["robustness"]["fractions"], metrics["robustness"]["success_rate"], strict=True):
+        assert model[model["occlusion"] == fraction]["success"].mean() == pytest.approx(rate)
+    for policy in ("expert", "random_policy"):
+        played = episodes[episodes["policy"] == policy]
+        assert played["success"].mean() == pytest.approx(metrics[policy]["success_rate"])
     figures = tmp_path / "eval" / "figures"
     assert (figures / "robustness.png").is_file() and list(figures.glob("world_model_*.png"))
     assert list(figures.glob("rollout_seed*.gif"))
