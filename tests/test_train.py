@@ -40,6 +40,7 @@ SMALL = [
         ["masking=uniform", "masking.prob=0.3"],
         ["masking=step", "schedule@masking.schedule=linear"],
         ["masking=action_inpainting", "strategy=ddp"],
+        ["masking=mixture_inverse"],
         ["trainer=gpu"],
         ["model=tiny_prenorm"],
         ["data=minigrid_doorkey8x8"],
@@ -57,6 +58,26 @@ def test_config_composes_and_instantiates(compose_train, overrides: list[str]) -
     if cfg.trainer.accelerator == "cpu":
         trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
         assert trainer.max_steps == cfg.trainer.max_steps
+
+
+def test_the_inverse_mixture_trains_the_inverse_question_far_more_often(compose_train) -> None:
+    """masking=mixture_inverse exists because the default hides a_{T-1} (the inverse question's
+    answer) in few samples: it must hide it in at least twice as many."""
+    from anyorder.masking.queries import inverse_target
+
+    cfg = compose_train(*SMALL)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    batch = next(iter(datamodule.train_dataloader()))
+    batch = {key: value.repeat(64, 1) for key, value in batch.items()}
+    target = inverse_target(batch)
+    rows = target.any(dim=1)
+    share = {}
+    for masking in ("mixture", "mixture_inverse"):
+        callback = instantiate(compose_train(*SMALL, f"masking={masking}").masking)
+        callback.apply(batch, 0, torch.Generator().manual_seed(0))
+        share[masking] = float((batch["mask"] & target).any(dim=1)[rows].float().mean())
+    assert share["mixture_inverse"] > 2 * share["mixture"] > 0
 
 
 def test_pre_ln_encoder_ignores_padded_positions() -> None:
