@@ -40,6 +40,10 @@ from anyorder.results import JOB_FILE, strategy_label
 
 register_resolvers()
 
+# episodes.csv: one row per closed-loop episode, so that two checkpoints on the same seeds compare
+# episode by episode (paired) and a failure is found by its seed
+EPISODE_COLUMNS = ["policy", "occlusion", "seed", "success", "length"]
+
 
 def model_policy(run: TrainedRun, settings: DictConfig) -> ModelPolicy:
     """The trained model as a policy, decoded and batched as ``eval.*`` says."""
@@ -48,7 +52,11 @@ def model_policy(run: TrainedRun, settings: DictConfig) -> ModelPolicy:
     )
 
 
-def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictConfig) -> dict[str, Any]:
+def closed_loop(
+    run: TrainedRun, level: str, seeds: list[int], settings: DictConfig
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Success per occlusion level with the expert's and a random policy's beside it, and every
+    episode played (``EPISODE_COLUMNS``)."""
     tokenizer = run.datamodule.tokenizer
     policy = model_policy(run, settings)
     curve, episodes = {}, []
@@ -68,8 +76,7 @@ def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictCon
     reference = run_rollouts(expert, tokenizer, level, seeds, settings.num_envs)
     chance = run_rollouts(RandomPolicy(seed=settings.seed), tokenizer, level, seeds, settings.num_envs)
     episodes += episode_rows("expert", 0.0, reference) + episode_rows("random_policy", 0.0, chance)
-    return {
-        "episodes": pd.DataFrame(episodes, columns=EPISODE_COLUMNS).sort_values(["policy", "occlusion", "seed"]),
+    summary = {
         "by_occlusion": curve,
         "expert": {
             "name": expert.name,
@@ -78,14 +85,11 @@ def closed_loop(run: TrainedRun, level: str, seeds: list[int], settings: DictCon
         },
         "random_policy": {"success_rate": chance.success_rate, "mean_length": float(np.mean(chance.lengths))},
     }
-
-
-EPISODE_COLUMNS = ["policy", "occlusion", "seed", "success", "length"]
+    return summary, pd.DataFrame(episodes, columns=EPISODE_COLUMNS).sort_values(["policy", "occlusion", "seed"])
 
 
 def episode_rows(policy: str, occlusion: float, result: RolloutResult) -> list[dict[str, Any]]:
-    """One record per episode: two evaluations on the same seeds can then be compared episode by
-    episode (paired), and a failure found by its seed."""
+    """The ``EPISODE_COLUMNS`` record of every episode of ``result``."""
     return [
         {"policy": policy, "occlusion": occlusion, "seed": seed, "success": success, "length": length}
         for seed, success, length in zip(result.seeds, result.success, result.lengths, strict=True)
@@ -156,8 +160,7 @@ def evaluate(cfg: DictConfig, output_dir: Path, job_board: Path | None = None) -
     )
     loader = data.val_dataloader() if offline == "val" else data.test_dataloader()
     tasks = evaluator.run(loader, settings.query_batches, settings.progress)
-    loop = closed_loop(run, level, seeds, settings)
-    episodes = loop.pop("episodes")
+    loop, episodes = closed_loop(run, level, seeds, settings)
 
     fractions = [float(f) for f in settings.occlusion_fractions]
     success = [loop["by_occlusion"][str(f)]["success_rate"] for f in settings.occlusion_fractions]
