@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +43,8 @@ BASELINE_COLUMNS = {
 
 
 NAN = float("nan")  # a metric that an older metrics.json does not hold
+# what a table needs of a job, beside every evaluation's <job>/<evaluation>/metrics.json
+RECORD_FILES = (JOB_FILE, ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
 
 def _baseline(metrics: dict, metric: str, baseline: str) -> float:
@@ -146,6 +149,22 @@ def job_dirs(sweep_dir: str | Path) -> list[Path]:
             found.append(Path(directory))
         subdirs.sort()
     return sorted(found)
+
+
+def keep_records(sweep_dir: str | Path, destination: str | Path) -> int:
+    """Copy what a table is made from -- each job's record, Hydra's config and every evaluation's
+    metrics.json, no checkpoints or event files (kilobytes, not megabytes) -- into ``destination``,
+    each job at its path relative to ``sweep_dir``. A figure in the docs can then be rebuilt
+    (``anyorder-results <destination>``) after the run directories are gone. Returns the job count."""
+    root, kept = Path(sweep_dir), Path(destination)
+    jobs = job_dirs(root)
+    for job_dir in jobs:
+        sources = [job_dir / name for name in RECORD_FILES] + sorted(job_dir.glob("*/metrics.json"))
+        for source in filter(Path.is_file, sources):
+            target = kept / job_dir.relative_to(root) / source.relative_to(job_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    return len(jobs)
 
 
 def load_jobs(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> pd.DataFrame:
@@ -307,8 +326,19 @@ def main(argv: list[str] | None = None) -> None:
         help="which evaluation of each job: its own dev one (default: eval), or the directory an anyorder-eval "
         "run wrote inside the job (e.g. eval_test, for the sealed test split, once the choices are frozen)",
     )
+    parser.add_argument(
+        "--keep-records",
+        type=Path,
+        metavar="DIR",
+        help="first copy every job's record (job.json, .hydra/, each evaluation's metrics.json; no checkpoints) "
+        "to DIR, keeping the sweep's layout, and tabulate from there: the record a figure in the docs cites",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     with report_errors():
+        if args.keep_records is not None:
+            load_jobs(args.sweep_dir, args.evaluation)  # a sweep that cannot be tabulated is not copied
+            print(f"kept the records of {keep_records(args.sweep_dir, args.keep_records)} jobs in {args.keep_records}")
+            args.sweep_dir = args.keep_records
         csv_path, markdown_path = write_tables(args.sweep_dir, args.evaluation)
         figure = success_figure(pd.read_csv(csv_path), args.sweep_dir / "figures" / f"{csv_path.stem}_success.png")
     print(markdown_path.read_text())

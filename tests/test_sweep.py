@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 
 from anyorder.errors import DataError
 from anyorder.eval.metrics import wilson_interval
-from anyorder.results import JOB_FILE, load_jobs, markdown_table, summarize, write_tables
+from anyorder.results import JOB_FILE, keep_records, load_jobs, main, markdown_table, summarize, write_tables
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "strategy_sweep.ipynb"
 POINTS = sorted(path.stem for path in files("anyorder.conf").joinpath("point").iterdir() if path.name.endswith(".yaml"))
@@ -160,6 +160,30 @@ def test_a_table_gathers_linked_jobs_of_other_sweeps_once(tmp_path: Path) -> Non
     assert sorted(frame["seed"]) == [0, 1]
     cell = summarize(frame).iloc[0]
     assert cell["seeds"] == 2 and cell["success_rate"] == pytest.approx(0.7)
+
+
+def test_kept_records_rebuild_the_table_without_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sweep, kept = tmp_path / "sweep", tmp_path / "kept"
+    for seed, wins in ((0, 40), (1, 30)):
+        job = fake_job(sweep, "cell", 0.3, seed, wins, overrides={"seed": str(seed), "model.optimizer.lr": "1e-3"})
+        hydra_record(job, 1000, "tiny")
+        (job / "checkpoints").mkdir()
+        (job / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+        (job / "eval" / "episodes.csv").write_text("policy,success\n")
+        (job / "eval_test").mkdir()
+        (job / "eval_test" / "metrics.json").write_text((job / "eval" / "metrics.json").read_text())
+    main([str(sweep), "--keep-records", str(kept)])
+    assert "kept the records of 2 jobs" in capsys.readouterr().out
+    copied = {str(path.relative_to(kept)) for path in kept.rglob("*") if path.is_file()}
+    assert copied == {  # the table's own outputs (results.*, figures/) are written beside the records
+        *[f"lvl/cell_0.3/seed{seed}/{name}" for seed in (0, 1) for name in
+          (".hydra/config.yaml", ".hydra/hydra.yaml", "eval/metrics.json", "eval_test/metrics.json", JOB_FILE)],
+        "figures/results_success.png", "results.csv", "results.md",
+    }  # fmt: skip
+    for evaluation in ("eval", "eval_test"):
+        original, rebuilt = (summarize(load_jobs(root, evaluation)) for root in (sweep, kept))
+        pd.testing.assert_frame_equal(original, rebuilt)
+    assert keep_records(sweep, tmp_path / "again") == 2
 
 
 SHORT_JOB = [
