@@ -142,7 +142,8 @@ TRAIN_RULES: dict[str, Rule] = {
     "masking.schedule.warmup_steps": NON_NEGATIVE_COUNT,
     "trainer.max_steps": STEPS,
     "trainer.max_epochs": STEPS,
-    "trainer.val_check_interval": either(COUNT, number(0, 1, open_low=True), number(also=(None,))),
+    # a step count, a fraction of an epoch, or null (once per epoch)
+    "trainer.val_check_interval": either(COUNT, number(0, 1, open_low=True, also=(None,))),
     "trainer.limit_val_batches": either(NON_NEGATIVE_COUNT, number(0, 1)),
     "trainer.log_every_n_steps": COUNT,
     "trainer.gradient_clip_val": number(0, also=(None,)),

@@ -172,7 +172,7 @@ def load_jobs(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> pd.Dat
     seed), with the metrics of its ``evaluation`` (the job's own dev evaluation by default)."""
     root = Path(sweep_dir)
     if not root.is_dir():
-        raise DataError(root, "sweep directory not found")
+        raise DataError(root, "is a file, not a sweep directory" if root.exists() else "sweep directory not found")
     rows = [job_row(job_dir, evaluation) for job_dir in job_dirs(root)]
     if not rows:
         raise DataError(

@@ -65,6 +65,8 @@ def test_every_numeric_setting_has_a_rule_that_refuses_nan(compose_train, overri
         ("trainer.gradient_clip_val", float("inf"), "trainer.gradient_clip_val"),
         ("trainer.max_steps", 0, "trainer.max_steps: must be an integer in [1, inf) (or -1)"),
         ("masking.strategy.weights", [1.0, -0.5], "masking.strategy.weights.1"),
+        ("trainer.val_check_interval", 0, "trainer.val_check_interval"),
+        ("trainer.val_check_interval", 1.5, "trainer.val_check_interval"),
     ],
 )
 def test_out_of_range_numbers_name_the_key(compose_train, key: str, value: object, message: str) -> None:

@@ -145,6 +145,9 @@ def test_a_sweep_without_finished_jobs_names_its_directory(tmp_path: Path) -> No
         load_jobs(tmp_path)
     with pytest.raises(DataError, match="not found"):
         load_jobs(tmp_path / "missing")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DataError, match="a_file: is a file, not a sweep directory"):
+        load_jobs(tmp_path / "a_file")
 
 
 def test_a_table_gathers_linked_jobs_of_other_sweeps_once(tmp_path: Path) -> None:

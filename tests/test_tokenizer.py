@@ -96,7 +96,7 @@ def test_vocabulary_kinds_do_not_share_ids() -> None:
 
 def test_long_mission_is_an_error_naming_the_field() -> None:
     tokenizer = TrajectoryTokenizer(Vocabulary.structured(), window=1, mission_length=3)
-    with pytest.raises(ConfigError, match="mission_length"):
+    with pytest.raises(ConfigError, match=r"data\.mission_length"):
         tokenizer.encode_mission("go to the red ball")
 
 

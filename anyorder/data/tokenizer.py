@@ -60,7 +60,7 @@ class TrajectoryTokenizer:
         words = split_mission(mission)
         if len(words) > self.mission_length:
             raise ConfigError(
-                "mission_length", f"mission {mission!r} has {len(words)} words, more than {self.mission_length}"
+                "data.mission_length", f"mission {mission!r} has {len(words)} words, more than {self.mission_length}"
             )
         vocab = self.vocabulary
         unknown = [word for word in dict.fromkeys(words) if word not in vocab.word_ids]
