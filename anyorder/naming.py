@@ -96,9 +96,12 @@ def sweep_hparams() -> dict[str, str]:
 
 def register_resolvers() -> None:
     from anyorder.progress import stdout_is_tty
+    from anyorder.results import record_subdir
 
     if not OmegaConf.has_resolver("stdout_is_tty"):
         OmegaConf.register_new_resolver("stdout_is_tty", stdout_is_tty)
+    if not OmegaConf.has_resolver("record_subdir"):
+        OmegaConf.register_new_resolver("record_subdir", record_subdir)
     if not OmegaConf.has_resolver("job_dirname"):
         OmegaConf.register_new_resolver(
             "job_dirname", lambda overrides, params=None: job_dirname(list(overrides), dict(params or {}))

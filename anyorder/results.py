@@ -47,6 +47,18 @@ NAN = float("nan")  # a metric that an older metrics.json does not hold
 RECORD_FILES = (JOB_FILE, ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
 
+def record_subdir(output_dir: str | None) -> str | None:
+    """Where Hydra writes a job's config record: ``.hydra``, or nowhere once the job has finished.
+
+    Hydra rewrites ``<job>/.hydra/`` before the job starts, even a job that then finds its
+    job.json and skips; a resumed sweep would overwrite a finished job's record with the
+    resuming command's settings, and the table could label a result with settings that did
+    not produce it. Used as ``hydra.output_subdir`` (null: Hydra saves nothing)."""
+    if output_dir is not None and (Path(output_dir) / JOB_FILE).is_file():
+        return None
+    return ".hydra"
+
+
 def _baseline(metrics: dict, metric: str, baseline: str) -> float:
     return float(metrics.get("baselines", {}).get(metric, {}).get(baseline, NAN))
 

@@ -278,10 +278,13 @@ def test_the_table_is_a_packed_hydra_sweep_that_evaluates_itself(tmp_path: Path,
     assert (sweep_dir / "figures" / "results_success.png").stat().st_size > 10_000
 
     # the same command on the same directory resumes: finished jobs are skipped, not trained again
+    # and keep the record of the settings that trained them (Hydra would rewrite .hydra/ first)
     stamp = (jobs[0] / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    records = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in (jobs[0] / ".hydra").iterdir()}
     again = run_table(sweep_dir, data_root, tiny_run)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (jobs[0] / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+    assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in (jobs[0] / ".hydra").iterdir()} == records
     assert "finished already" in (jobs[0] / "launcher.log").read_text()
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
