@@ -129,3 +129,8 @@ def test_a_checkpoint_copied_out_of_its_run_evaluates_on_its_own(trained_run, tm
     corrupt.write_bytes(alone.read_bytes()[:1000])
     with pytest.raises(DataError, match="corrupt checkpoint"):
         load_trained(corrupt, str(trained_run.spec.root))
+
+
+def test_a_directory_that_is_not_a_sharded_checkpoint_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"not a sharded checkpoint \(no meta\.pt in it\)"):
+        load_trained(tmp_path)
