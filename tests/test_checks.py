@@ -132,5 +132,5 @@ def test_a_checkpoint_copied_out_of_its_run_evaluates_on_its_own(trained_run, tm
 
 
 def test_a_directory_that_is_not_a_sharded_checkpoint_is_named(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"not a sharded checkpoint \(no meta\.pt in it\)"):
+    with pytest.raises(DataError, match=r"not a sharded checkpoint \(no \.metadata or meta\.pt in it\)"):
         load_trained(tmp_path)

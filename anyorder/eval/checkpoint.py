@@ -39,8 +39,8 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 def read_config(path: Path) -> DictConfig:
     """The config stored in the checkpoint, else the run directory's ``.hydra/config.yaml``."""
     metadata = path / "meta.pt" if path.is_dir() else path  # a sharded checkpoint keeps it in meta.pt
-    if path.is_dir() and not metadata.is_file():
-        raise DataError(path, "a directory, but not a sharded checkpoint (no meta.pt in it)")
+    if path.is_dir() and not (metadata.is_file() or (path / ".metadata").is_file()):
+        raise DataError(path, "a directory, but not a sharded checkpoint (no .metadata or meta.pt in it)")
     stored = None
     if metadata.is_file():
         try:
