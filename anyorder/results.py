@@ -43,6 +43,11 @@ BASELINE_COLUMNS = {
 
 
 NAN = float("nan")  # a metric that an older metrics.json does not hold
+# the strategy table's reference rows (the default recipe, tuned behaviour cloning) and how many
+# training seeds a row needs before it is read against them -- the rule fixed in docs/results.md
+REFERENCE_ROWS = ("uniform_t", "behaviour_cloning")
+SEEDS_TO_READ = 3
+READING_PREFIX = "success_vs_"
 # what a table needs of a job, beside every evaluation's <job>/<evaluation>/metrics.json
 RECORD_FILES = (JOB_FILE, ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
@@ -233,6 +238,46 @@ def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def success_reading(row: pd.Series, reference: pd.Series, min_seeds: int = SEEDS_TO_READ) -> str:
+    """How a row's success reads against a reference row: "better" or "worse" only where their
+    95% t-intervals across training seeds are disjoint, else "not told apart"; "too few seeds"
+    until both rows have ``min_seeds``. Fixed before the results came in, so it is not tuned."""
+    if min(row["seeds"], reference["seeds"]) < min_seeds:
+        return "too few seeds"
+    if row["success_seed_ci95_low"] > reference["success_seed_ci95_high"]:
+        return "better"
+    if row["success_seed_ci95_high"] < reference["success_seed_ci95_low"]:
+        return "worse"
+    return "not told apart"
+
+
+def read_against_references(
+    summary: pd.DataFrame, references: tuple[str, ...] = REFERENCE_ROWS, min_seeds: int = SEEDS_TO_READ
+) -> pd.DataFrame:
+    """A ``success_vs_<reference>`` column for each reference strategy present in the table: each row's
+    success read against that strategy's row of the same level and settings (empty for the
+    reference itself and where a level has no such row)."""
+    summary = summary.copy()
+    for reference in references:
+        if reference not in set(summary["strategy"]):
+            continue
+        readings = []
+        for _, row in summary.iterrows():
+            same = summary[
+                (summary["strategy"] == reference)
+                & (summary["level"] == row["level"])
+                & (summary["settings"].map(_settings_text) == _settings_text(row["settings"]))
+            ]
+            own = row["strategy"] == reference or same.empty
+            readings.append("" if own else success_reading(row, same.iloc[0], min_seeds))
+        summary[f"{READING_PREFIX}{reference}"] = readings
+    return summary
+
+
+def _reading_columns(summary: pd.DataFrame) -> list[str]:
+    return [column for column in summary.columns if column.startswith(READING_PREFIX)]
+
+
 def _settings_text(settings: str | float) -> str:
     return "" if pd.isna(settings) else str(settings)  # a CSV round trip reads "" back as NaN
 
@@ -249,11 +294,12 @@ def _interval(low: float, high: float) -> str:
 
 def markdown_table(summary: pd.DataFrame) -> str:
     """The table as GitHub Markdown, one section per level; each metric beside its baseline."""
-    lines = []
+    lines, readings = [], _reading_columns(summary)
     with_settings = bool(summary["settings"].map(_settings_text).any())
     columns = [
         "strategy", "prob", *(["settings"] if with_settings else []), "seeds", "success (mean)",
-        "95% t-CI across seeds", "pooled Wilson 95% CI", "random policy", "action acc", "majority action",
+        "95% t-CI across seeds", "pooled Wilson 95% CI", *(c.replace("_vs_", " vs ", 1) for c in readings),
+        "random policy", "action acc", "majority action",
         "WM NLL/token", "unigram NLL", "WM exact cells after a step", "copy previous", "jobs below a baseline",
         "robustness area", "train min",
     ]  # fmt: skip
@@ -267,7 +313,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
                 f"| {row.strategy} | {prob} |{settings} {row.seeds} | {row.success_rate:.3f}"
                 f" | {_interval(row.success_seed_ci95_low, row.success_seed_ci95_high)}"
                 f" | {_interval(row.success_pooled_ci95_low, row.success_pooled_ci95_high)}"
-                f" | {row.random_success:.3f} | {row.action_accuracy:.3f} | {row.majority_action_accuracy:.3f}"
+                + "".join(f" | {getattr(row, column) or '—'}" for column in readings)
+                + f" | {row.random_success:.3f} | {row.action_accuracy:.3f} | {row.majority_action_accuracy:.3f}"
                 f" | {row.world_model_nll:.3f} | {row.unigram_world_model_nll:.3f}"
                 f" | {row.world_model_exact_cells_after_a_step:.3f} | {row.copy_exact_cells:.3f}"
                 f" | {row.jobs_below_a_baseline} | {row.robustness_area:.3f} | {row.train_minutes:.1f} |"
@@ -280,7 +327,7 @@ def write_tables(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> tup
     """``results.csv`` and ``results.md`` in the sweep directory, from its finished jobs
     (``results_<evaluation>.*`` for an evaluation other than the jobs' own)."""
     root = Path(sweep_dir)
-    summary = summarize(load_jobs(root, evaluation))
+    summary = read_against_references(summarize(load_jobs(root, evaluation)))
     stem = "results" if evaluation == OWN_EVALUATION else f"results_{evaluation}"
     csv_path, markdown_path = root / f"{stem}.csv", root / f"{stem}.md"
     summary.to_csv(csv_path, index=False, float_format="%.4f")

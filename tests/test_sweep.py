@@ -17,7 +17,16 @@ from nbclient import NotebookClient
 
 from anyorder.errors import DataError
 from anyorder.eval.metrics import wilson_interval
-from anyorder.results import JOB_FILE, keep_records, load_jobs, main, markdown_table, summarize, write_tables
+from anyorder.results import (
+    JOB_FILE,
+    keep_records,
+    load_jobs,
+    main,
+    markdown_table,
+    read_against_references,
+    summarize,
+    write_tables,
+)
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "strategy_sweep.ipynb"
 POINTS = sorted(path.stem for path in files("anyorder.conf").joinpath("point").iterdir() if path.name.endswith(".yaml"))
@@ -80,6 +89,33 @@ def test_the_table_averages_seeds_and_pools_episodes_for_the_interval(tmp_path: 
     table = markdown_table(summary)
     assert "| cell | 0.3 | 2 | 0.700 | [-0.571, 1.971] | [0.604, 0.781] | 0.020 | 0.800 | 0.600" in table
     assert "| action_bc | U(ε,1) | 1 | 0.200 | n/a |" in table
+
+
+def test_a_row_reads_better_or_worse_than_a_reference_only_where_the_seed_intervals_are_disjoint(
+    tmp_path: Path,
+) -> None:
+    # wins of 50 per seed; three seeds 0.60/0.62/0.64 -> 0.62 +- 4.303 * 0.02 / sqrt(3) = [0.570, 0.670]
+    rows = {"uniform_t": 30, "cell": 45, "step": 10, "attribute": 32}
+    for strategy, wins in rows.items():
+        for seed in range(3):
+            fake_job(tmp_path, strategy, 0.5, seed, wins + seed)
+    for seed in range(2):
+        fake_job(tmp_path, "scheduled", 0.5, seed, wins=48)
+    fake_job(tmp_path / "other", "cell", 0.5, 0, wins=49, level="other")  # a level without the reference
+    summary = read_against_references(summarize(load_jobs(tmp_path)))
+    reading = {(row.level, row.strategy): row.success_vs_uniform_t for row in summary.itertuples()}
+    assert reading == {
+        ("lvl", "cell"): "better",  # [0.870, 0.970]
+        ("lvl", "step"): "worse",  # [0.170, 0.270]
+        ("lvl", "attribute"): "not told apart",  # [0.610, 0.710] overlaps the reference
+        ("lvl", "scheduled"): "too few seeds",  # two seeds, however far ahead
+        ("lvl", "uniform_t"): "",
+        ("other", "cell"): "",
+    }
+    assert "success_vs_behaviour_cloning" not in summary  # no such row: no column
+    table = markdown_table(summary)
+    assert "| pooled Wilson 95% CI | success vs uniform_t | random policy |" in table
+    assert "| better | 0.020 |" in table and "| — | 0.020 |" in table
 
 
 def hydra_record(job_dir: Path, num_episodes: int, model: str) -> None:
