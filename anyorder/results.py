@@ -335,8 +335,19 @@ def write_tables(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> tup
     return csv_path, markdown_path
 
 
+def reference_bands(rows: pd.DataFrame, references: tuple[str, ...] = REFERENCE_ROWS) -> list[tuple[str, float, float]]:
+    """(strategy, low, high): the across-seed success interval of each reference row of one level
+    that has one, drawn behind the bars so that a row's reading can be seen, not only read."""
+    bands = []
+    for row in rows[rows["strategy"].isin(references)].itertuples():
+        if not pd.isna(row.success_seed_ci95_low):
+            bands.append((row.strategy, max(row.success_seed_ci95_low, 0.0), min(row.success_seed_ci95_high, 1.0)))
+    return bands
+
+
 def success_figure(summary: pd.DataFrame, path: Path) -> Path:
-    """Success per table point (mean over seeds, 95% t-interval across seeds), one panel per level."""
+    """Success per table point (mean over seeds, 95% t-interval across seeds), one panel per level,
+    each reference row's interval as a band behind the bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,6 +366,11 @@ def success_figure(summary: pd.DataFrame, path: Path) -> Path:
         ]
         low = (rows["success_rate"] - rows["success_seed_ci95_low"]).fillna(0).clip(lower=0)
         high = (rows["success_seed_ci95_high"] - rows["success_rate"]).fillna(0).clip(lower=0)
+        for index, (strategy, band_low, band_high) in enumerate(reference_bands(rows)):
+            colour = f"C{index + 2}"
+            axis.axhspan(band_low, band_high, color=colour, alpha=0.15, label=f"{strategy} 95% t-CI")
+            for edge in (band_low, band_high):  # the edges stay visible where a bar covers the band
+                axis.axhline(edge, color=colour, linestyle="--", linewidth=1, zorder=3)
         axis.bar(range(len(rows)), rows["success_rate"], yerr=[low, high], capsize=3)
         axis.plot(range(len(rows)), rows["random_success"], "k_", markersize=14, label="random policy")
         axis.set_xticks(range(len(rows)), labels, fontsize=7)

@@ -24,6 +24,7 @@ from anyorder.results import (
     main,
     markdown_table,
     read_against_references,
+    reference_bands,
     summarize,
     write_tables,
 )
@@ -116,6 +117,9 @@ def test_a_row_reads_better_or_worse_than_a_reference_only_where_the_seed_interv
     table = markdown_table(summary)
     assert "| pooled Wilson 95% CI | success vs uniform_t | random policy |" in table
     assert "| better | 0.020 |" in table and "| — | 0.020 |" in table
+    (band,) = reference_bands(summary[summary["level"] == "lvl"])  # clipped to [0, 1] for the figure
+    assert band == ("uniform_t", pytest.approx(0.5703, abs=1e-3), pytest.approx(0.6697, abs=1e-3))
+    assert reference_bands(summary[summary["level"] == "other"]) == []
 
 
 def hydra_record(job_dir: Path, num_episodes: int, model: str) -> None:
