@@ -14,12 +14,14 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from anyorder.checks import TRAIN_RULES, check_settings
 from anyorder.data.datamodule import TrajectoryDataModule
-from anyorder.errors import DataError, report_errors
+from anyorder.errors import ConfigError, DataError, describe, report_errors
 from anyorder.evaluate import check_eval_settings, eval_config, evaluate_after_fit, hparam_metrics
 from anyorder.models.build import build_module
 from anyorder.naming import register_resolvers
@@ -66,6 +68,20 @@ def global_batch_size(per_device: int, trainer: L.Trainer) -> int:
     return per_device * trainer.world_size * trainer.accumulate_grad_batches
 
 
+def build_trainer(node: DictConfig, **parts: object) -> L.Trainer:
+    """The Trainer of the ``trainer`` node. Lightning checks its own arguments (precision,
+    devices, accelerator, strategy); its refusal becomes one line naming the node, not a
+    four-line Hydra report."""
+    try:
+        return instantiate(node, **parts)
+    except InstantiationException as error:
+        cause = error.__cause__
+        refused = (ValueError, TypeError, ImportError, MisconfigurationException)
+        if not isinstance(cause, refused) or describe(error) is not None:  # a bug, or already one line
+            raise
+        raise ConfigError("trainer", str(cause)) from error
+
+
 def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
     """Run one training job described by ``cfg``; returns the final logged metrics."""
     check_settings(cfg, TRAIN_RULES)
@@ -83,7 +99,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     callbacks.append(StoreConfig(cfg))
     callbacks.extend(extra_callbacks)
     logger = instantiate(cfg.logger)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=logger)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
     batch = global_batch_size(datamodule.batch_size, trainer)
     if trainer.is_global_zero:

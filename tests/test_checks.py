@@ -15,6 +15,7 @@ from anyorder.checks import TRAIN_RULES, check_settings, keys
 from anyorder.errors import ConfigError, DataError
 from anyorder.eval.checkpoint import load_trained
 from anyorder.evaluate import check_eval_settings
+from anyorder.train import build_trainer
 
 VARIANTS = [
     [],
@@ -74,6 +75,23 @@ def test_out_of_range_numbers_name_the_key(compose_train, key: str, value: objec
     OmegaConf.update(cfg, key, value)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         check_settings(cfg, TRAIN_RULES)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "pattern"),
+    [
+        ("trainer.precision", 17, r"^trainer: Precision 17 is invalid"),
+        ("trainer.devices", 0, r"^trainer: .*devices=0"),
+        ("trainer.accelerator", "abacus", r"^trainer: .*abacus"),
+    ],
+)
+def test_settings_lightning_refuses_are_one_line_naming_the_trainer(
+    compose_train, key: str, value: object, pattern: str
+) -> None:
+    cfg = compose_train()
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(ConfigError, match=pattern):
+        build_trainer(cfg.trainer, logger=False)
 
 
 def test_a_file_where_a_directory_belongs_is_named(compose_train, tmp_path: Path) -> None:

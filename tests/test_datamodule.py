@@ -12,7 +12,7 @@ from anyorder.data.datamodule import TrajectoryDataModule, WindowBatchSampler, l
 from anyorder.data.episodes import read_meta, read_shard
 from anyorder.data.layout import TokenKind
 from anyorder.data.mixing import MixedBatchSampler
-from anyorder.errors import DataError
+from anyorder.errors import ConfigError, DataError
 
 
 def make_datamodule(root: Path, **overrides) -> TrajectoryDataModule:
@@ -113,6 +113,15 @@ def test_loader_workers_yield_the_same_batches(data_root: Path) -> None:
     a = torch.cat([b["input_ids"] for b in plain.train_dataloader()])
     b = torch.cat([b["input_ids"] for b in parallel.train_dataloader()])
     assert torch.equal(a, b)
+
+
+def test_a_window_longer_than_any_episode_is_refused_before_the_model_is_sized(tmp_path: Path) -> None:
+    make_datamodule(tmp_path, window=64)  # GoToRedBall's step limit: a window may span a whole episode
+    with pytest.raises(ConfigError, match=r"data\.window: 65 steps is longer than any episode: .*at most 64"):
+        make_datamodule(tmp_path, window=65)
+    with pytest.raises(ConfigError, match=r"data\.window: .*at most 640"):  # the longest level of a mixture
+        make_datamodule(tmp_path, window=641, levels=["BabyAI-GoToRedBall-v0", "MiniGrid-DoorKey-8x8-v0"])
+    make_datamodule(tmp_path, window=640, levels=["BabyAI-GoToRedBall-v0", "MiniGrid-DoorKey-8x8-v0"])
 
 
 def test_missing_dataset_without_generation_names_the_directory(tmp_path: Path) -> None:

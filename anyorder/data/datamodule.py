@@ -30,6 +30,7 @@ from anyorder.data.resumable import EpochSampler, ResumableLoader
 from anyorder.data.tokenizer import TokenBatch, TrajectoryTokenizer
 from anyorder.data.vocabulary import Vocabulary
 from anyorder.errors import ConfigError, DataError, require_at_least
+from anyorder.experts.tasks import level_step_limit
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,16 @@ def generation_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def check_window(window: int, levels: Sequence[str]) -> None:
+    """A window longer than any episode only adds padding, and its length sizes the model (the
+    tiny backbone's position table): refuse it here rather than run out of memory later."""
+    longest = max(level_step_limit(level) for level in levels)
+    if window > longest:
+        names = ", ".join(levels)
+        problem = f"{window} steps is longer than any episode: those of {names} end after at most {longest} steps"
+        raise ConfigError("data.window", problem)
+
+
 class TrajectoryDataModule(L.LightningDataModule):
     """Expert windows for any-order training; generates the dataset if it is missing.
 
@@ -226,6 +237,7 @@ class TrajectoryDataModule(L.LightningDataModule):
             for name in names
         ]
         self.spec = self.specs[0]
+        check_window(window, names)
         self.level_weights = normalised_weights(names, level_weights)
         self.batch_counts = per_batch_counts(self.level_weights, batch_size) if len(names) > 1 else None
         self.num_workers = num_workers

@@ -14,7 +14,9 @@ deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -204,6 +206,24 @@ def level_class(level: str) -> type:
     env = gym.make(level)
     try:
         return type(env.unwrapped)
+    finally:
+        env.close()
+
+
+@functools.cache
+def level_step_limit(level: str) -> int:
+    """The most steps an episode of ``level`` takes before the environment truncates it.
+
+    BabyAI sets the limit on reset, from the navigations its mission needs: the largest over a
+    few missions stands for the level (it is a bound for sizes, not a rule of the game)."""
+    env = gym.make(level)
+    try:
+        limits = []
+        for seed in range(5):
+            with contextlib.redirect_stdout(io.StringIO()):  # minigrid prints "Sampling rejected: ..."
+                env.reset(seed=seed)
+            limits.append(int(env.unwrapped.max_steps))
+        return max(limits)
     finally:
         env.close()
 
