@@ -39,6 +39,8 @@ BASELINE_COLUMNS = {
     "majority_action_accuracy": ("policy.accuracy", "majority_action"),
     "unigram_world_model_nll": ("world_model.nll_per_token", "unigram"),
     "copy_exact_cells": ("world_model.exact_cell_accuracy_after_a_step", "copy_previous"),
+    "majority_inverse_accuracy": ("inverse.accuracy", "majority_action"),
+    "most_frequent_mission_exact": ("mission.exact_match", "most_frequent"),
 }
 
 
@@ -139,9 +141,9 @@ def job_row(job_dir: Path, evaluation: str = OWN_EVALUATION) -> dict:
         "world_model_nll": tasks["world_model"]["nll_per_token"],
         "world_model_nll_per_cell": tasks["world_model"]["nll_per_cell"],
         "action_accuracy": tasks["policy"]["accuracy"],
-        "world_model_exact_cells_after_a_step": tasks["world_model"].get(
-            "exact_cell_accuracy_after_a_step", float("nan")
-        ),
+        "world_model_exact_cells_after_a_step": tasks["world_model"].get("exact_cell_accuracy_after_a_step", NAN),
+        "inverse_accuracy": tasks.get("inverse", {}).get("accuracy", NAN),
+        "mission_exact_match": tasks.get("mission", {}).get("exact_match", NAN),
         **{column: _baseline(metrics, *where) for column, where in BASELINE_COLUMNS.items()},
         "below_baseline": len(metrics.get("below_baseline", [])),
         "robustness_area": robustness["success_area"],
@@ -229,6 +231,8 @@ def summarize(jobs: pd.DataFrame) -> pd.DataFrame:
                 "world_model_nll": group["world_model_nll"].mean(),
                 "action_accuracy": group["action_accuracy"].mean(),
                 "world_model_exact_cells_after_a_step": group["world_model_exact_cells_after_a_step"].mean(),
+                "inverse_accuracy": group["inverse_accuracy"].mean(),
+                "mission_exact_match": group["mission_exact_match"].mean(),
                 **{column: group[column].mean() for column in BASELINE_COLUMNS},
                 "jobs_below_a_baseline": int((group["below_baseline"] > 0).sum()),
                 "robustness_area": group["robustness_area"].mean(),
@@ -300,7 +304,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
         "strategy", "prob", *(["settings"] if with_settings else []), "seeds", "success (mean)",
         "95% t-CI across seeds", "pooled Wilson 95% CI", *(c.replace("_vs_", " vs ", 1) for c in readings),
         "random policy", "action acc", "majority action",
-        "WM NLL/token", "unigram NLL", "WM exact cells after a step", "copy previous", "jobs below a baseline",
+        "WM NLL/token", "unigram NLL", "WM exact cells after a step", "copy previous",
+        "inverse acc", "majority action (inverse)", "mission exact", "most frequent mission", "jobs below a baseline",
         "robustness area", "train min",
     ]  # fmt: skip
     for level, rows in summary.groupby("level", sort=False):
@@ -317,6 +322,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
                 + f" | {row.random_success:.3f} | {row.action_accuracy:.3f} | {row.majority_action_accuracy:.3f}"
                 f" | {row.world_model_nll:.3f} | {row.unigram_world_model_nll:.3f}"
                 f" | {row.world_model_exact_cells_after_a_step:.3f} | {row.copy_exact_cells:.3f}"
+                f" | {row.inverse_accuracy:.3f} | {row.majority_inverse_accuracy:.3f}"
+                f" | {row.mission_exact_match:.3f} | {row.most_frequent_mission_exact:.3f}"
                 f" | {row.jobs_below_a_baseline} | {row.robustness_area:.3f} | {row.train_minutes:.1f} |"
             )
         lines.append("")

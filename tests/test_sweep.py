@@ -54,12 +54,16 @@ def fake_job(
         "tasks": {
             "world_model": {"nll_per_token": 0.5 + seed, "nll_per_cell": 1.5, "exact_cell_accuracy_after_a_step": 0.7},
             "policy": {"accuracy": 0.8},
+            "inverse": {"accuracy": 0.3 + 0.1 * seed},
+            "mission": {"exact_match": 0.9},
         },
         "baselines": {
             "success_rate": {"random_policy": 0.02},
             "policy.accuracy": {"majority_action": 0.6},
             "world_model.nll_per_token": {"unigram": 1.1},
             "world_model.exact_cell_accuracy_after_a_step": {"copy_previous": 0.75},
+            "inverse.accuracy": {"majority_action": 0.55},
+            "mission.exact_match": {"most_frequent": 0.95},
         },
         "below_baseline": ["world_model.exact_cell_accuracy_after_a_step 0.700 does not beat copy_previous 0.750"],
         "robustness": {"fractions": [0.0, 1.0], "success_rate": [wins / episodes, 0.0], "success_area": 0.25},
@@ -90,6 +94,9 @@ def test_the_table_averages_seeds_and_pools_episodes_for_the_interval(tmp_path: 
     table = markdown_table(summary)
     assert "| cell | 0.3 | 2 | 0.700 | [-0.571, 1.971] | [0.604, 0.781] | 0.020 | 0.800 | 0.600" in table
     assert "| action_bc | U(ε,1) | 1 | 0.200 | n/a |" in table
+    # every question's metric beside its trivial baseline: inverse vs majority, mission vs the most frequent one
+    assert cell["inverse_accuracy"] == pytest.approx(0.35) and cell["majority_inverse_accuracy"] == pytest.approx(0.55)
+    assert "| 0.700 | 0.750 | 0.350 | 0.550 | 0.900 | 0.950 | 2 |" in table
 
 
 def test_a_row_reads_better_or_worse_than_a_reference_only_where_the_seed_intervals_are_disjoint(
