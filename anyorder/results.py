@@ -1,6 +1,6 @@
 """``anyorder-results <sweep dir>``: one row per evaluated job, one table row per strategy.
 
-    anyorder-results multirun/strategy_table/<time>     # results.csv, results.md, figures/
+    anyorder-results multirun/strategy_table/<time>     # results.csv, results.md, results_compact.md, figures/
 
 A job directory holds ``job.json`` (what was trained) and ``eval/metrics.json`` (what the
 evaluation measured), both written by a training job that evaluates itself
@@ -48,6 +48,7 @@ NAN = float("nan")  # a metric that an older metrics.json does not hold
 # the strategy table's reference rows (the default recipe, tuned behaviour cloning) and how many
 # training seeds a row needs before it is read against them -- the rule fixed in docs/results.md
 REFERENCE_ROWS = ("uniform_t", "behaviour_cloning")
+ROW_LABELS = {"uniform_t": "default (uniform t)", "behaviour_cloning": "tuned BC"}  # what the docs call them
 SEEDS_TO_READ = 3
 READING_PREFIX = "success_vs_"
 # what a table needs of a job, beside every evaluation's <job>/<evaluation>/metrics.json
@@ -330,16 +331,87 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_tables(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> tuple[Path, Path]:
-    """``results.csv`` and ``results.md`` in the sweep directory, from its finished jobs
-    (``results_<evaluation>.*`` for an evaluation other than the jobs' own)."""
+def _row_label(strategy: str, prob: float, settings: str | float) -> str:
+    """``cell_p0.15`` (a table point) or ``cell`` at prob 0.15 -> ``cell p=0.15``; a reference row by its name."""
+    if strategy in ROW_LABELS:
+        return " ".join(filter(None, [ROW_LABELS[strategy], _settings_text(settings)]))
+    rate = "" if pd.isna(prob) else f"p={prob:g}"
+    return " ".join(filter(None, [strategy.removesuffix(f"_{rate.replace('=', '')}"), rate, _settings_text(settings)]))
+
+
+def _against(value: float, baseline: float, lower_is_better: bool = False) -> str:
+    """A mean to three places, **!** where it does not beat its trivial baseline."""
+    if pd.isna(value):
+        return "n/a"
+    beats = value < baseline if lower_is_better else value > baseline
+    return f"{value:.3f}" + ("" if beats else " **!**")
+
+
+def _level_value(rows: pd.DataFrame, column: str) -> str:
+    """A baseline of one level: one figure where every row shares it (same data, same seeds), else its range."""
+    low, high = rows[column].min(), rows[column].max()
+    return f"{low:.3f}" if abs(high - low) < 5e-4 else f"{low:.3f}–{high:.3f}"
+
+
+def compact_table(summary: pd.DataFrame) -> str:
+    """The table as the docs show it: per level, one line of trivial baselines, then one row per
+    strategy with success (mean, t-interval across seeds, pooled Wilson, the reading against each
+    reference row) and every other metric's mean over seeds, **!** where it does not beat its
+    baseline -- the wide ``results.md`` with each baseline folded into a flag."""
+    lines, readings = [], _reading_columns(summary)
+    reading_names = [f"vs {ROW_LABELS.get(c.removeprefix(READING_PREFIX), c.removeprefix(READING_PREFIX))}"
+                     for c in readings]  # fmt: skip
+    columns = [
+        "row", "seeds", "success: mean [95% t-CI across seeds]", "pooled Wilson", *reading_names, "action acc.",
+        "WM NLL", "exact cells after a step", "inverse acc.", "mission exact", "robustness area",
+    ]  # fmt: skip
+    for level, rows in summary.groupby("level", sort=False):
+        split = ",".join(sorted(set(rows["split"])))
+        references_first = rows["strategy"].map(
+            lambda name: REFERENCE_ROWS.index(name) if name in REFERENCE_ROWS else len(REFERENCE_ROWS)
+        )
+        rows = rows.iloc[references_first.argsort(kind="stable")]
+        baselines = (
+            f"random policy {_level_value(rows, 'random_success')}; "
+            f"majority action {_level_value(rows, 'majority_action_accuracy')} "
+            f"(inverse question: {_level_value(rows, 'majority_inverse_accuracy')}); "
+            f"unigram NLL {_level_value(rows, 'unigram_world_model_nll')}; "
+            f"copying the previous observation {_level_value(rows, 'copy_exact_cells')} exact cells; "
+            f"the most frequent mission {_level_value(rows, 'most_frequent_mission_exact')} exact."
+        )
+        lines += [f"#### {level} ({split} split)", "", f"Trivial baselines: {baselines}", ""]
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for row in rows.itertuples():
+            success = _against(row.success_rate, row.random_success)
+            cells = [
+                _row_label(row.strategy, row.prob, row.settings), str(row.seeds),
+                f"**{success}** {_interval(row.success_seed_ci95_low, row.success_seed_ci95_high)}",
+                _interval(row.success_pooled_ci95_low, row.success_pooled_ci95_high),
+                *(getattr(row, column) or "—" for column in readings),
+                _against(row.action_accuracy, row.majority_action_accuracy),
+                _against(row.world_model_nll, row.unigram_world_model_nll, lower_is_better=True),
+                _against(row.world_model_exact_cells_after_a_step, row.copy_exact_cells),
+                _against(row.inverse_accuracy, row.majority_inverse_accuracy),
+                _against(row.mission_exact_match, row.most_frequent_mission_exact),
+                f"{row.robustness_area:.3f}",
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_tables(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> tuple[Path, Path, Path]:
+    """``results.csv``, ``results.md`` (every column) and ``results_compact.md`` (the view the docs
+    show) in the sweep directory, from its finished jobs (``results_<evaluation>*`` for an
+    evaluation other than the jobs' own)."""
     root = Path(sweep_dir)
     summary = read_against_references(summarize(load_jobs(root, evaluation)))
     stem = "results" if evaluation == OWN_EVALUATION else f"results_{evaluation}"
-    csv_path, markdown_path = root / f"{stem}.csv", root / f"{stem}.md"
+    csv_path, markdown_path, compact_path = (root / f"{stem}{end}" for end in (".csv", ".md", "_compact.md"))
     summary.to_csv(csv_path, index=False, float_format="%.4f")
     markdown_path.write_text(markdown_table(summary))
-    return csv_path, markdown_path
+    compact_path.write_text(compact_table(summary))
+    return csv_path, markdown_path, compact_path
 
 
 def reference_bands(rows: pd.DataFrame, references: tuple[str, ...] = REFERENCE_ROWS) -> list[tuple[str, float, float]]:
@@ -421,10 +493,13 @@ def main(argv: list[str] | None = None) -> None:
             load_jobs(args.sweep_dir, args.evaluation)  # a sweep that cannot be tabulated is not copied
             print(f"kept the records of {keep_records(args.sweep_dir, args.keep_records)} jobs in {args.keep_records}")
             args.sweep_dir = args.keep_records
-        csv_path, markdown_path = write_tables(args.sweep_dir, args.evaluation)
+        csv_path, markdown_path, compact_path = write_tables(args.sweep_dir, args.evaluation)
         figure = success_figure(pd.read_csv(csv_path), args.sweep_dir / "figures" / f"{csv_path.stem}_success.png")
-    print(markdown_path.read_text())
-    print(f"table: {csv_path} and {markdown_path}; figure: {figure}")
+    print(compact_path.read_text())
+    print(
+        f"table: {compact_path} (as above), {markdown_path} (every column, each baseline beside its metric), "
+        f"{csv_path}; figure: {figure}"
+    )
 
 
 def training_curves(sweep_dir: str | Path, tag: str = "eval/success_rate") -> pd.DataFrame:

@@ -19,6 +19,7 @@ from anyorder.errors import DataError
 from anyorder.eval.metrics import wilson_interval
 from anyorder.results import (
     JOB_FILE,
+    compact_table,
     keep_records,
     load_jobs,
     main,
@@ -129,6 +130,28 @@ def test_a_row_reads_better_or_worse_than_a_reference_only_where_the_seed_interv
     assert reference_bands(summary[summary["level"] == "other"]) == []
 
 
+def test_the_compact_table_puts_the_reference_rows_first_and_flags_each_mean_that_misses_its_baseline(
+    tmp_path: Path,
+) -> None:
+    for seed in range(3):
+        fake_job(tmp_path, "cell_p0.15", 0.15, seed, wins=40 + seed)
+        fake_job(tmp_path, "uniform_t", None, seed, wins=30 + seed)
+    summary = read_against_references(summarize(load_jobs(tmp_path)))
+    lines = compact_table(summary).splitlines()
+    assert lines[2] == (
+        "Trivial baselines: random policy 0.020; majority action 0.600 (inverse question: 0.550); unigram NLL "
+        "1.100; copying the previous observation 0.750 exact cells; the most frequent mission 0.950 exact."
+    )
+    header, default, cell = lines[4], lines[6], lines[7]
+    assert "| row | seeds | success: mean [95% t-CI across seeds] | pooled Wilson | vs default (uniform t) |" in header
+    assert default.startswith("| default (uniform t) | 3 | **0.620** [0.570, 0.670] |")
+    assert cell.startswith("| cell p=0.15 | 3 | **0.820** [0.770, 0.870] |")
+    # action 0.8 beats 0.6; NLL 0.5+seed (mean 1.5) does not beat 1.1 (lower is better); exact cells 0.7 < 0.75
+    # copy; inverse 0.3+0.1*seed (mean 0.4) < 0.55; mission 0.9 < 0.95; then the robustness area
+    assert cell.endswith("| better | 0.800 | 1.500 **!** | 0.700 **!** | 0.400 **!** | 0.900 **!** | 0.250 |")
+    assert "| — | 0.800 |" in default
+
+
 def hydra_record(job_dir: Path, num_episodes: int, model: str) -> None:
     """The .hydra/ files a Hydra job leaves: its composed config and its config-group choices."""
     (job_dir / ".hydra").mkdir()
@@ -167,8 +190,9 @@ def test_a_later_test_evaluation_tabulates_on_its_own_and_a_job_without_it_is_na
     dev, test = summarize(load_jobs(tmp_path)).iloc[0], summarize(load_jobs(tmp_path, "eval_test")).iloc[0]
     assert (dev["split"], dev["success_rate"]) == ("dev", pytest.approx(0.21))
     assert (test["split"], test["success_rate"]) == ("test", pytest.approx(0.92))
-    csv_path, markdown_path = write_tables(tmp_path, "eval_test")
+    csv_path, markdown_path, compact_path = write_tables(tmp_path, "eval_test")
     assert csv_path.name == "results_eval_test.csv" and "### lvl (test split)" in markdown_path.read_text()
+    assert compact_path.name == "results_eval_test_compact.md" and "#### lvl (test split)" in compact_path.read_text()
     fake_job(tmp_path, "cell", 0.3, seed=2, wins=10)
     with pytest.raises(DataError, match=r"seed2/eval_test/metrics.json: this job has no 'eval_test' evaluation"):
         load_jobs(tmp_path, "eval_test")
@@ -228,7 +252,7 @@ def test_kept_records_rebuild_the_table_without_checkpoints(tmp_path: Path, caps
     assert copied == {  # the table's own outputs (results.*, figures/) are written beside the records
         *[f"lvl/cell_0.3/seed{seed}/{name}" for seed in (0, 1) for name in
           (".hydra/config.yaml", ".hydra/hydra.yaml", "eval/metrics.json", "eval_test/metrics.json", JOB_FILE)],
-        "figures/results_success.png", "results.csv", "results.md",
+        "figures/results_success.png", "results.csv", "results.md", "results_compact.md",
     }  # fmt: skip
     for evaluation in ("eval", "eval_test"):
         original, rebuilt = (summarize(load_jobs(root, evaluation)) for root in (sweep, kept))
