@@ -335,14 +335,18 @@ def _row_label(strategy: str, prob: float, settings: str | float) -> str:
     """``cell_p0.15`` (a table point) or ``cell`` at prob 0.15 -> ``cell p=0.15``; a reference row by its name."""
     if strategy in ROW_LABELS:
         return " ".join(filter(None, [ROW_LABELS[strategy], _settings_text(settings)]))
-    rate = "" if pd.isna(prob) else f"p={prob:g}"
-    return " ".join(filter(None, [strategy.removesuffix(f"_{rate.replace('=', '')}"), rate, _settings_text(settings)]))
+    if pd.isna(prob):
+        return " ".join(filter(None, [strategy, _settings_text(settings)]))
+    return " ".join(filter(None, [strategy.removesuffix(f"_p{prob:g}"), f"p={prob:g}", _settings_text(settings)]))
 
 
 def _against(value: float, baseline: float, lower_is_better: bool = False) -> str:
-    """A mean to three places, **!** where it does not beat its trivial baseline."""
+    """A mean to three places, **!** where it does not beat its trivial baseline (none where an
+    older metrics.json has no baseline to judge it by)."""
     if pd.isna(value):
         return "n/a"
+    if pd.isna(baseline):
+        return f"{value:.3f}"
     beats = value < baseline if lower_is_better else value > baseline
     return f"{value:.3f}" + ("" if beats else " **!**")
 
@@ -350,6 +354,8 @@ def _against(value: float, baseline: float, lower_is_better: bool = False) -> st
 def _level_value(rows: pd.DataFrame, column: str) -> str:
     """A baseline of one level: one figure where every row shares it (same data, same seeds), else its range."""
     low, high = rows[column].min(), rows[column].max()
+    if pd.isna(low):
+        return "n/a"
     return f"{low:.3f}" if abs(high - low) < 5e-4 else f"{low:.3f}–{high:.3f}"
 
 

@@ -150,6 +150,12 @@ def test_the_compact_table_puts_the_reference_rows_first_and_flags_each_mean_tha
     # copy; inverse 0.3+0.1*seed (mean 0.4) < 0.55; mission 0.9 < 0.95; then the robustness area
     assert cell.endswith("| better | 0.800 | 1.500 **!** | 0.700 **!** | 0.400 **!** | 0.900 **!** | 0.250 |")
     assert "| — | 0.800 |" in default
+    # an older metrics.json without baselines: its means are shown unflagged, its baselines as n/a
+    metrics = fake_job(tmp_path / "old", "cell", 0.5, 0, wins=10) / "eval" / "metrics.json"
+    metrics.write_text(json.dumps(json.loads(metrics.read_text()) | {"baselines": {}}))
+    old = compact_table(summarize(load_jobs(tmp_path / "old")))
+    assert "Trivial baselines: random policy n/a; majority action n/a" in old
+    assert "| cell p=0.5 | 1 | **0.200** n/a | [0.112, 0.330] | 0.800 | 0.500 | 0.700 | 0.300 | 0.900 | 0.250 |" in old
 
 
 def hydra_record(job_dir: Path, num_episodes: int, model: str) -> None:
