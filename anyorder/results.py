@@ -24,6 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from anyorder.errors import DataError
+from anyorder.eval.baselines import beats
 from anyorder.eval.metrics import t_interval, wilson_interval
 
 JOB_FILE = "job.json"
@@ -340,15 +341,16 @@ def _row_label(strategy: str, prob: float, settings: str | float) -> str:
     return " ".join(filter(None, [strategy.removesuffix(f"_p{prob:g}"), f"p={prob:g}", _settings_text(settings)]))
 
 
-def _against(value: float, baseline: float, lower_is_better: bool = False) -> str:
+def _against(row: tuple, value_column: str, baseline_column: str) -> str:
     """A mean to three places, **!** where it does not beat its trivial baseline (none where an
     older metrics.json has no baseline to judge it by)."""
+    value, baseline = getattr(row, value_column), getattr(row, baseline_column)
     if pd.isna(value):
         return "n/a"
     if pd.isna(baseline):
         return f"{value:.3f}"
-    beats = value < baseline if lower_is_better else value > baseline
-    return f"{value:.3f}" + ("" if beats else " **!**")
+    metric = BASELINE_COLUMNS[baseline_column][0]
+    return f"{value:.3f}" + ("" if beats(metric, value, baseline) else " **!**")
 
 
 def _level_value(rows: pd.DataFrame, column: str) -> str:
@@ -388,17 +390,17 @@ def compact_table(summary: pd.DataFrame) -> str:
         lines += [f"#### {level} ({split} split)", "", f"Trivial baselines: {baselines}", ""]
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for row in rows.itertuples():
-            success = _against(row.success_rate, row.random_success)
+            success = _against(row, "success_rate", "random_success")
             cells = [
                 _row_label(row.strategy, row.prob, row.settings), str(row.seeds),
                 f"**{success}** {_interval(row.success_seed_ci95_low, row.success_seed_ci95_high)}",
                 _interval(row.success_pooled_ci95_low, row.success_pooled_ci95_high),
                 *(getattr(row, column) or "—" for column in readings),
-                _against(row.action_accuracy, row.majority_action_accuracy),
-                _against(row.world_model_nll, row.unigram_world_model_nll, lower_is_better=True),
-                _against(row.world_model_exact_cells_after_a_step, row.copy_exact_cells),
-                _against(row.inverse_accuracy, row.majority_inverse_accuracy),
-                _against(row.mission_exact_match, row.most_frequent_mission_exact),
+                _against(row, "action_accuracy", "majority_action_accuracy"),
+                _against(row, "world_model_nll", "unigram_world_model_nll"),
+                _against(row, "world_model_exact_cells_after_a_step", "copy_exact_cells"),
+                _against(row, "inverse_accuracy", "majority_inverse_accuracy"),
+                _against(row, "mission_exact_match", "most_frequent_mission_exact"),
                 f"{row.robustness_area:.3f}",
             ]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")

@@ -190,6 +190,12 @@ def lookup(metrics: dict[str, Any], dotted: str) -> float | None:
     return float(value)
 
 
+def beats(metric: str, value: float, reference: float) -> bool:
+    """Whether ``value`` of ``metric`` is better than a baseline's (lower for an NLL, else higher)."""
+    lower = any(word in metric for word in LOWER_IS_BETTER)
+    return value < reference if lower else value > reference
+
+
 def compare(values: dict[str, Any], baselines: dict[str, dict[str, float]]) -> list[str]:
     """The metrics that do not beat their strongest baseline, as ``metric <= baseline`` lines."""
     flagged = []
@@ -197,10 +203,9 @@ def compare(values: dict[str, Any], baselines: dict[str, dict[str, float]]) -> l
         value = lookup(values, metric)
         if value is None or np.isnan(value):
             continue
-        lower = any(word in metric for word in LOWER_IS_BETTER)
         for baseline, reference in by_baseline.items():
             if np.isnan(reference):
                 continue
-            if (value >= reference) if lower else (value <= reference):
+            if not beats(metric, value, reference):
                 flagged.append(f"{metric} {value:.3f} does not beat {baseline} {reference:.3f}")
     return flagged
