@@ -1,6 +1,6 @@
 """``anyorder-results <sweep dir>``: one row per evaluated job, one table row per strategy.
 
-    anyorder-results multirun/strategy_table/<time>     # results.csv, results.md, results_compact.md, figures/
+    anyorder-results multirun/strategy_table/<time>     # results.csv, results*.md, figures/
 
 A job directory holds ``job.json`` (what was trained) and ``eval/metrics.json`` (what the
 evaluation measured), both written by a training job that evaluates itself
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -361,65 +362,111 @@ def _level_value(rows: pd.DataFrame, column: str) -> str:
     return f"{low:.3f}" if abs(high - low) < 5e-4 else f"{low:.3f}–{high:.3f}"
 
 
+def _references_first(rows: pd.DataFrame) -> pd.DataFrame:
+    """The reference rows (the default, tuned BC) first, the rest in their own order."""
+    rank = rows["strategy"].map(
+        lambda name: REFERENCE_ROWS.index(name) if name in REFERENCE_ROWS else len(REFERENCE_ROWS)
+    )
+    return rows.iloc[rank.argsort(kind="stable")]
+
+
+def _baselines_line(rows: pd.DataFrame) -> str:
+    """One level's trivial baselines, said once above its table instead of beside every figure."""
+    return (
+        f"Trivial baselines: random policy {_level_value(rows, 'random_success')}; "
+        f"majority action {_level_value(rows, 'majority_action_accuracy')} "
+        f"(inverse question: {_level_value(rows, 'majority_inverse_accuracy')}); "
+        f"unigram NLL {_level_value(rows, 'unigram_world_model_nll')}; "
+        f"copying the previous observation {_level_value(rows, 'copy_exact_cells')} exact cells; "
+        f"the most frequent mission {_level_value(rows, 'most_frequent_mission_exact')} exact."
+    )
+
+
+def _level_tables(frame: pd.DataFrame, columns: list[str], cells: Callable[[tuple], list[str]]) -> str:
+    """Per level: a heading, its baselines line, then one table row per record, references first."""
+    lines = []
+    for level, rows in frame.groupby("level", sort=False):
+        split = ",".join(sorted(set(rows["split"])))
+        rows = _references_first(rows)
+        lines += [f"#### {level} ({split} split)", "", _baselines_line(rows), ""]
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(cells(row)) + " |" for row in rows.itertuples()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def compact_table(summary: pd.DataFrame) -> str:
     """The table as the docs show it: per level, one line of trivial baselines, then one row per
     strategy with success (mean, t-interval across seeds, pooled Wilson, the reading against each
     reference row) and every other metric's mean over seeds, **!** where it does not beat its
     baseline -- the wide ``results.md`` with each baseline folded into a flag."""
-    lines, readings = [], _reading_columns(summary)
+    readings = _reading_columns(summary)
     reading_names = [f"vs {ROW_LABELS.get(c.removeprefix(READING_PREFIX), c.removeprefix(READING_PREFIX))}"
                      for c in readings]  # fmt: skip
     columns = [
         "row", "seeds", "success: mean [95% t-CI across seeds]", "pooled Wilson", *reading_names, "action acc.",
         "WM NLL", "exact cells after a step", "inverse acc.", "mission exact", "robustness area",
     ]  # fmt: skip
-    for level, rows in summary.groupby("level", sort=False):
-        split = ",".join(sorted(set(rows["split"])))
-        references_first = rows["strategy"].map(
-            lambda name: REFERENCE_ROWS.index(name) if name in REFERENCE_ROWS else len(REFERENCE_ROWS)
-        )
-        rows = rows.iloc[references_first.argsort(kind="stable")]
-        baselines = (
-            f"random policy {_level_value(rows, 'random_success')}; "
-            f"majority action {_level_value(rows, 'majority_action_accuracy')} "
-            f"(inverse question: {_level_value(rows, 'majority_inverse_accuracy')}); "
-            f"unigram NLL {_level_value(rows, 'unigram_world_model_nll')}; "
-            f"copying the previous observation {_level_value(rows, 'copy_exact_cells')} exact cells; "
-            f"the most frequent mission {_level_value(rows, 'most_frequent_mission_exact')} exact."
-        )
-        lines += [f"#### {level} ({split} split)", "", f"Trivial baselines: {baselines}", ""]
-        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        for row in rows.itertuples():
-            success = _against(row, "success_rate", "random_success")
-            cells = [
-                _row_label(row.strategy, row.prob, row.settings), str(row.seeds),
-                f"**{success}** {_interval(row.success_seed_ci95_low, row.success_seed_ci95_high)}",
-                _interval(row.success_pooled_ci95_low, row.success_pooled_ci95_high),
-                *(getattr(row, column) or "—" for column in readings),
-                _against(row, "action_accuracy", "majority_action_accuracy"),
-                _against(row, "world_model_nll", "unigram_world_model_nll"),
-                _against(row, "world_model_exact_cells_after_a_step", "copy_exact_cells"),
-                _against(row, "inverse_accuracy", "majority_inverse_accuracy"),
-                _against(row, "mission_exact_match", "most_frequent_mission_exact"),
-                f"{row.robustness_area:.3f}",
-            ]  # fmt: skip
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
+
+    def cells(row: tuple) -> list[str]:
+        success = _against(row, "success_rate", "random_success")
+        return [
+            _row_label(row.strategy, row.prob, row.settings), str(row.seeds),
+            f"**{success}** {_interval(row.success_seed_ci95_low, row.success_seed_ci95_high)}",
+            _interval(row.success_pooled_ci95_low, row.success_pooled_ci95_high),
+            *(getattr(row, column) or "—" for column in readings),
+            *_offline_figures(row), f"{row.robustness_area:.3f}",
+        ]  # fmt: skip
+
+    return _level_tables(summary, columns, cells)
 
 
-def write_tables(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> tuple[Path, Path, Path]:
-    """``results.csv``, ``results.md`` (every column) and ``results_compact.md`` (the view the docs
-    show) in the sweep directory, from its finished jobs (``results_<evaluation>*`` for an
-    evaluation other than the jobs' own)."""
+def _offline_figures(row: tuple) -> list[str]:
+    """Action, world-model, inverse and mission figures, each flagged against its baseline."""
+    return [
+        _against(row, "action_accuracy", "majority_action_accuracy"),
+        _against(row, "world_model_nll", "unigram_world_model_nll"),
+        _against(row, "world_model_exact_cells_after_a_step", "copy_exact_cells"),
+        _against(row, "inverse_accuracy", "majority_inverse_accuracy"),
+        _against(row, "mission_exact_match", "most_frequent_mission_exact"),
+    ]
+
+
+def jobs_table(jobs: pd.DataFrame) -> str:
+    """Every job on its own line (per level, references first): success with the Wilson interval
+    over its own episodes, steps per episode and each offline figure flagged against the job's
+    own baselines -- what a row's mean is made of, and where one seed stands out."""
+    columns = [
+        "row", "seed", "success [95% Wilson]", "steps per episode", "action acc.", "WM NLL",
+        "exact cells after a step", "inverse acc.", "mission exact", "robustness area",
+    ]  # fmt: skip
+
+    def cells(row: tuple) -> list[str]:
+        low, high = wilson_interval(row.successes, row.episodes)
+        success = _against(row, "success_rate", "random_success")
+        return [
+            _row_label(row.strategy, row.prob, row.settings), str(row.seed), f"**{success}** {_interval(low, high)}",
+            f"{row.mean_episode_length:.1f}", *_offline_figures(row), f"{row.robustness_area:.3f}",
+        ]  # fmt: skip
+
+    return _level_tables(jobs, columns, cells)
+
+
+def write_tables(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> tuple[Path, Path, Path, Path]:
+    """``results.csv``, ``results.md`` (every column), ``results_compact.md`` (the view the docs
+    show) and ``results_jobs.md`` (one line per job) in the sweep directory, from its finished
+    jobs (``results_<evaluation>*`` for an evaluation other than the jobs' own)."""
     root = Path(sweep_dir)
-    summary = read_against_references(summarize(load_jobs(root, evaluation)))
+    jobs = load_jobs(root, evaluation)
+    summary = read_against_references(summarize(jobs))
     stem = "results" if evaluation == OWN_EVALUATION else f"results_{evaluation}"
-    csv_path, markdown_path, compact_path = (root / f"{stem}{end}" for end in (".csv", ".md", "_compact.md"))
+    paths = tuple(root / f"{stem}{end}" for end in (".csv", ".md", "_compact.md", "_jobs.md"))
+    csv_path, markdown_path, compact_path, jobs_path = paths
     summary.to_csv(csv_path, index=False, float_format="%.4f")
     markdown_path.write_text(markdown_table(summary))
     compact_path.write_text(compact_table(summary))
-    return csv_path, markdown_path, compact_path
+    jobs_path.write_text(jobs_table(jobs))
+    return csv_path, markdown_path, compact_path, jobs_path
 
 
 def reference_bands(rows: pd.DataFrame, references: tuple[str, ...] = REFERENCE_ROWS) -> list[tuple[str, float, float]]:
@@ -501,12 +548,12 @@ def main(argv: list[str] | None = None) -> None:
             load_jobs(args.sweep_dir, args.evaluation)  # a sweep that cannot be tabulated is not copied
             print(f"kept the records of {keep_records(args.sweep_dir, args.keep_records)} jobs in {args.keep_records}")
             args.sweep_dir = args.keep_records
-        csv_path, markdown_path, compact_path = write_tables(args.sweep_dir, args.evaluation)
+        csv_path, markdown_path, compact_path, jobs_path = write_tables(args.sweep_dir, args.evaluation)
         figure = success_figure(pd.read_csv(csv_path), args.sweep_dir / "figures" / f"{csv_path.stem}_success.png")
     print(compact_path.read_text())
     print(
         f"table: {compact_path} (as above), {markdown_path} (every column, each baseline beside its metric), "
-        f"{csv_path}; figure: {figure}"
+        f"{jobs_path} (one line per job), {csv_path}; figure: {figure}"
     )
 
 

@@ -20,6 +20,7 @@ from anyorder.eval.metrics import wilson_interval
 from anyorder.results import (
     JOB_FILE,
     compact_table,
+    jobs_table,
     keep_records,
     load_jobs,
     main,
@@ -158,6 +159,25 @@ def test_the_compact_table_puts_the_reference_rows_first_and_flags_each_mean_tha
     assert "| cell p=0.5 | 1 | **0.200** n/a | [0.112, 0.330] | 0.800 | 0.500 | 0.700 | 0.300 | 0.900 | 0.250 |" in old
 
 
+def test_the_jobs_table_gives_every_job_its_own_line_judged_by_its_own_baselines(tmp_path: Path) -> None:
+    for seed in range(2):
+        fake_job(tmp_path, "cell_p0.15", 0.15, seed, wins=40 + seed)
+    fake_job(tmp_path, "behaviour_cloning", None, 0, wins=30)
+    lines = jobs_table(load_jobs(tmp_path)).splitlines()
+    assert lines[2].startswith("Trivial baselines: random policy 0.020; majority action 0.600")
+    assert lines[4].startswith("| row | seed | success [95% Wilson] | steps per episode | action acc. | WM NLL |")
+    assert lines[6].startswith("| tuned BC | 0 | **0.600** ")  # the reference row first
+    low, high = wilson_interval(40, 50)  # over the job's own 50 episodes
+    # action 0.8 beats 0.6; NLL 0.5 beats the unigram's 1.1; exact cells 0.7 < copy 0.75; inverse 0.3 < 0.55;
+    # mission 0.9 < 0.95
+    assert lines[7] == (
+        f"| cell p=0.15 | 0 | **0.800** [{low:.3f}, {high:.3f}] | 9.0 | 0.800 | 0.500 | 0.700 **!** | 0.300 **!** "
+        "| 0.900 **!** | 0.250 |"
+    )
+    assert lines[8].startswith("| cell p=0.15 | 1 | **0.820** ") and "| 0.800 | 1.500 **!** |" in lines[8]  # NLL 1.5
+    assert len(lines) == 9  # a heading, the baselines, the table head and three jobs: one line each
+
+
 def hydra_record(job_dir: Path, num_episodes: int, model: str) -> None:
     """The .hydra/ files a Hydra job leaves: its composed config and its config-group choices."""
     (job_dir / ".hydra").mkdir()
@@ -196,9 +216,10 @@ def test_a_later_test_evaluation_tabulates_on_its_own_and_a_job_without_it_is_na
     dev, test = summarize(load_jobs(tmp_path)).iloc[0], summarize(load_jobs(tmp_path, "eval_test")).iloc[0]
     assert (dev["split"], dev["success_rate"]) == ("dev", pytest.approx(0.21))
     assert (test["split"], test["success_rate"]) == ("test", pytest.approx(0.92))
-    csv_path, markdown_path, compact_path = write_tables(tmp_path, "eval_test")
+    csv_path, markdown_path, compact_path, jobs_path = write_tables(tmp_path, "eval_test")
     assert csv_path.name == "results_eval_test.csv" and "### lvl (test split)" in markdown_path.read_text()
     assert compact_path.name == "results_eval_test_compact.md" and "#### lvl (test split)" in compact_path.read_text()
+    assert jobs_path.name == "results_eval_test_jobs.md" and "| cell p=0.3 | 1 | **0.940** " in jobs_path.read_text()
     fake_job(tmp_path, "cell", 0.3, seed=2, wins=10)
     with pytest.raises(DataError, match=r"seed2/eval_test/metrics.json: this job has no 'eval_test' evaluation"):
         load_jobs(tmp_path, "eval_test")
@@ -258,7 +279,7 @@ def test_kept_records_rebuild_the_table_without_checkpoints(tmp_path: Path, caps
     assert copied == {  # the table's own outputs (results.*, figures/) are written beside the records
         *[f"lvl/cell_0.3/seed{seed}/{name}" for seed in (0, 1) for name in
           (".hydra/config.yaml", ".hydra/hydra.yaml", "eval/metrics.json", "eval_test/metrics.json", JOB_FILE)],
-        "figures/results_success.png", "results.csv", "results.md", "results_compact.md",
+        "figures/results_success.png", "results.csv", "results.md", "results_compact.md", "results_jobs.md",
     }  # fmt: skip
     for evaluation in ("eval", "eval_test"):
         original, rebuilt = (summarize(load_jobs(root, evaluation)) for root in (sweep, kept))
