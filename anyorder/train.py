@@ -7,7 +7,6 @@ anyorder-train -m masking=cell,attribute masking.prob=0.15,0.5
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from anyorder.naming import register_resolvers
 from anyorder.results import JOB_FILE
 from anyorder.run_config import StoreConfig
 from anyorder.sweep_failures import failure_recorder
+from anyorder.training_clock import TrainingClock
 
 LOGGED_GROUPS = ("data", "model", "masking", "seed")
 
@@ -96,7 +96,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     # `callbacks.<name>=null` on the command line switches one callback off
     callbacks = [instantiate(node) for node in cfg.callbacks.values() if node is not None]
     callbacks.append(instantiate(cfg.masking))
-    callbacks.append(StoreConfig(cfg))
+    clock = TrainingClock()
+    callbacks.extend([StoreConfig(cfg), clock])
     callbacks.extend(extra_callbacks)
     logger = instantiate(cfg.logger)
     trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=logger)
@@ -113,16 +114,14 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
             for key in LOGGED_GROUPS
         }
         logger.log_hyperparams({**hyperparameters, "global_batch_size": batch})
-    started = time.monotonic()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    seconds = time.monotonic() - started
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
         print(f"run directory: {cfg.paths.output_dir}")
         for key in sorted(k for k in metrics if k.startswith("val/")):
             print(f"  {key:<28} {metrics[key]:.4f}")
         if cfg.get("eval_after_fit"):
-            evaluated = evaluate_after_fit(cfg, logger, seconds)
+            evaluated = evaluate_after_fit(cfg, logger, clock.seconds)
             metrics |= hparam_metrics(evaluated)
     return metrics
 

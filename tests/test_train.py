@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -12,11 +13,13 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from anyorder import training_clock
 from anyorder.data.episodes import read_meta, read_shard
 from anyorder.errors import DataError
 from anyorder.eval.baselines import BaselineEvaluator, TrainingPriors
 from anyorder.masking import MaskingCallback
 from anyorder.train import build_module, train
+from anyorder.training_clock import TrainingClock
 
 SMALL = [
     "data.num_episodes=60",
@@ -166,19 +169,28 @@ def scalar_steps(run: Path, tag: str) -> list[list[int]]:
     return steps
 
 
-def test_resume_continues_from_the_last_checkpoint(compose_train) -> None:
+def trained_seconds(checkpoint: dict) -> float:
+    return checkpoint["callbacks"][TrainingClock.__qualname__]["seconds"]
+
+
+def test_resume_continues_from_the_last_checkpoint(compose_train, monkeypatch) -> None:
     common = [*SMALL, "trainer.log_every_n_steps=1", "trainer.val_check_interval=3"]
     first = compose_train(*common, "trainer.max_steps=6")
     train(first)
     run = Path(first.paths.output_dir)
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 6
+    first_seconds = trained_seconds(checkpoint)
+    assert first_seconds > 0
 
     second = compose_train(*common, "trainer.max_steps=10", "ckpt_path=last")
     with open_dict(second):
         second.paths.output_dir = str(run)
+    monkeypatch.setattr(training_clock, "time", SimpleNamespace(monotonic=lambda: 7.0))  # a segment of 0 s
     train(second)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 10
+    assert trained_seconds(checkpoint) == first_seconds  # the first segment's time carried over, nothing lost
     adam_steps = {float(state["step"]) for state in checkpoint["optimizer_states"][0]["state"].values()}
     assert adam_steps == {10.0}  # optimizer state carried over: 6 + 4 updates
     before, after = scalar_steps(run, "train/loss")
@@ -241,3 +253,21 @@ def test_global_batch_size_is_per_device_times_devices_times_accumulation(compos
     cfg = compose_train("strategy=ddp_spawn", "trainer.devices=2", "+trainer.accumulate_grad_batches=3")
     trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
     assert global_batch_size(32, trainer) == 32 * 2 * 3
+
+
+def test_the_training_clock_adds_each_resumed_segment_to_the_time_saved_before_it() -> None:
+    now = [100.0]
+    first = TrainingClock(now=lambda: now[0])
+    first.on_train_start(None, None)
+    now[0] = 160.0
+    saved = first.state_dict()  # a checkpoint 60 s in; the run is then killed
+    assert saved == {"seconds": 60.0}
+
+    resumed = TrainingClock(now=lambda: now[0])
+    resumed.load_state_dict(saved)
+    now[0] = 500.0
+    resumed.on_train_start(None, None)
+    now[0] = 530.0
+    resumed.on_train_end(None, None)
+    now[0] = 900.0  # reading it later does not count the time after fit
+    assert resumed.seconds == 90.0
