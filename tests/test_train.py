@@ -170,7 +170,7 @@ def scalar_steps(run: Path, tag: str) -> list[list[int]]:
 
 
 def trained_seconds(checkpoint: dict) -> float:
-    return checkpoint["callbacks"][TrainingClock.__qualname__]["seconds"]
+    return checkpoint["callbacks"][TrainingClock().state_key]["seconds"]
 
 
 def test_resume_continues_from_the_last_checkpoint(compose_train, monkeypatch) -> None:
