@@ -33,7 +33,7 @@ OWN_EVALUATION = "eval"  # <job>/eval/: the dev evaluation a job makes of itself
 TABLE_KEYS = ["level", "strategy", "prob", "settings"]
 # overrides that say which job of a sweep it is, how it ran or how it was evaluated -- never a row key
 # (paths, Hydra's own keys and ckpt_path never reach job.json: naming.job_overrides drops them)
-NOT_SETTINGS = ("seed", "point", "experiment", "data", "launcher", "eval_after_fit")
+NOT_SETTINGS = ("seed", "point", "experiment", "masking", "data", "launcher", "eval_after_fit")  # masking: the label
 NOT_SETTING_PREFIXES = ("eval.", "callbacks.", "logger.", "trainer.devices", "trainer.accelerator")
 # the trivial baseline beside each headline metric: (column, metrics.json baselines key, baseline)
 BASELINE_COLUMNS = {
@@ -74,7 +74,10 @@ def _baseline(metrics: dict, metric: str, baseline: str) -> float:
 
 
 def strategy_label(overrides: dict[str, str]) -> str:
-    """What a job trained, by name: its table point, else its experiment, else the default recipe."""
+    """What a job trained, by name: a masking group chosen on the command line (it replaces the
+    point's or the experiment's), else its table point, else its experiment, else the default recipe."""
+    if "masking" in overrides:
+        return overrides["masking"]
     experiment = overrides.get("experiment", "default")
     return overrides.get("point", "default" if experiment == "strategy_table" else experiment)
 

@@ -185,6 +185,18 @@ def hydra_record(job_dir: Path, num_episodes: int, model: str) -> None:
     (job_dir / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    choices:\n      model: {model}\n")
 
 
+def test_a_masking_chosen_on_the_command_line_names_the_row_not_the_point_it_replaced(tmp_path: Path) -> None:
+    table_job = {"experiment": "strategy_table", "point": "uniform_t"}
+    for seed in (0, 1):
+        overrides = {**table_job, "seed": str(seed), "masking": "mixture_inverse"}
+        fake_job(tmp_path, "mixture", None, seed, 40, overrides=overrides)
+    fake_job(tmp_path, "point", None, 0, 30, overrides={**table_job, "seed": "0"})
+    rows = {row.strategy: row for row in summarize(load_jobs(tmp_path)).itertuples()}
+    assert set(rows) == {"mixture_inverse", "uniform_t"}
+    assert rows["mixture_inverse"].seeds == 2 and rows["uniform_t"].seeds == 1
+    assert rows["mixture_inverse"].settings == rows["uniform_t"].settings  # the label, never a setting as well
+
+
 def test_any_sweep_tabulates_one_row_per_differing_setting_compared_by_its_run_value(tmp_path: Path) -> None:
     def job(name: str, seed: int, wins: int, overrides: dict[str, str], num_episodes: int) -> None:
         hydra_record(fake_job(tmp_path / name, "x", None, seed, wins, overrides=overrides), num_episodes, "tiny")
