@@ -16,6 +16,7 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
 
 from anyorder.checks import TRAIN_RULES, check_settings
@@ -27,7 +28,6 @@ from anyorder.naming import register_resolvers
 from anyorder.results import JOB_FILE
 from anyorder.run_config import StoreConfig
 from anyorder.sweep_failures import failure_recorder
-from anyorder.training_clock import TrainingClock
 
 LOGGED_GROUPS = ("data", "model", "masking", "seed")
 
@@ -96,8 +96,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     # `callbacks.<name>=null` on the command line switches one callback off
     callbacks = [instantiate(node) for node in cfg.callbacks.values() if node is not None]
     callbacks.append(instantiate(cfg.masking))
-    clock = TrainingClock()
-    callbacks.extend([StoreConfig(cfg), clock])
+    timer = Timer()  # its training time is saved in every checkpoint, so it adds up over resumes
+    callbacks.extend([StoreConfig(cfg), timer])
     callbacks.extend(extra_callbacks)
     logger = instantiate(cfg.logger)
     trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=logger)
@@ -121,7 +121,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         for key in sorted(k for k in metrics if k.startswith("val/")):
             print(f"  {key:<28} {metrics[key]:.4f}")
         if cfg.get("eval_after_fit"):
-            evaluated = evaluate_after_fit(cfg, logger, clock.seconds)
+            evaluated = evaluate_after_fit(cfg, logger, timer.time_elapsed("train"))
             metrics |= hparam_metrics(evaluated)
     return metrics
 

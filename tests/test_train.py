@@ -10,16 +10,16 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import timer as lightning_timer
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from anyorder import training_clock
 from anyorder.data.episodes import read_meta, read_shard
 from anyorder.errors import DataError
 from anyorder.eval.baselines import BaselineEvaluator, TrainingPriors
 from anyorder.masking import MaskingCallback
 from anyorder.train import build_module, train
-from anyorder.training_clock import TrainingClock
 
 SMALL = [
     "data.num_episodes=60",
@@ -170,7 +170,7 @@ def scalar_steps(run: Path, tag: str) -> list[list[int]]:
 
 
 def trained_seconds(checkpoint: dict) -> float:
-    return checkpoint["callbacks"][TrainingClock().state_key]["seconds"]
+    return checkpoint["callbacks"][Timer().state_key]["time_elapsed"]["train"]
 
 
 def test_resume_continues_from_the_last_checkpoint(compose_train, monkeypatch) -> None:
@@ -186,7 +186,7 @@ def test_resume_continues_from_the_last_checkpoint(compose_train, monkeypatch) -
     second = compose_train(*common, "trainer.max_steps=10", "ckpt_path=last")
     with open_dict(second):
         second.paths.output_dir = str(run)
-    monkeypatch.setattr(training_clock, "time", SimpleNamespace(monotonic=lambda: 7.0))  # a segment of 0 s
+    monkeypatch.setattr(lightning_timer, "time", SimpleNamespace(monotonic=lambda: 7.0))  # a segment of 0 s
     train(second)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 10
@@ -255,19 +255,20 @@ def test_global_batch_size_is_per_device_times_devices_times_accumulation(compos
     assert global_batch_size(32, trainer) == 32 * 2 * 3
 
 
-def test_the_training_clock_adds_each_resumed_segment_to_the_time_saved_before_it() -> None:
+def test_the_training_time_adds_each_resumed_segment_to_the_time_saved_before_it(monkeypatch) -> None:
     now = [100.0]
-    first = TrainingClock(now=lambda: now[0])
+    monkeypatch.setattr(lightning_timer, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    first = Timer()
     first.on_train_start(None, None)
     now[0] = 160.0
     saved = first.state_dict()  # a checkpoint 60 s in; the run is then killed
-    assert saved == {"seconds": 60.0}
+    assert saved["time_elapsed"]["train"] == 60.0
 
-    resumed = TrainingClock(now=lambda: now[0])
+    resumed = Timer()
     resumed.load_state_dict(saved)
     now[0] = 500.0
     resumed.on_train_start(None, None)
     now[0] = 530.0
     resumed.on_train_end(None, None)
     now[0] = 900.0  # reading it later does not count the time after fit
-    assert resumed.seconds == 90.0
+    assert resumed.time_elapsed("train") == 90.0
