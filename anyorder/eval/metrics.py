@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics import Metric
 
 from anyorder.data.layout import NUM_CELLS
 
@@ -62,32 +60,71 @@ def cell_units(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.where(batch["cell"] >= 0, batch["step"] * NUM_CELLS + batch["cell"], -1)
 
 
+def cell_scores(
+    predicted: torch.Tensor, target: torch.Tensor, scored: torch.Tensor, units: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """float per scored cell (1 where every scored attribute is right) and the row (window) it is in."""
+    wrong = torch.zeros(units.shape[0], int(units.max()) + 1 if units.numel() else 1, device=units.device)
+    present = torch.zeros_like(wrong)
+    index = units.clamp(min=0)
+    scored = scored & (units >= 0)
+    wrong.scatter_add_(1, index, (scored & (predicted != target)).float())
+    present.scatter_add_(1, index, scored.float())
+    rows = (present > 0).nonzero()[:, 0]
+    return (wrong[present > 0] == 0).float(), rows
+
+
 def exact_cells(
     predicted: torch.Tensor, target: torch.Tensor, scored: torch.Tensor, units: torch.Tensor
 ) -> torch.Tensor:
     """float per scored cell: 1 where every scored attribute is right."""
-    wrong = torch.zeros(units.shape[0], int(units.max()) + 1 if units.numel() else 1, device=units.device)
-    present = torch.zeros_like(wrong)
-    index = units.clamp(min=0)
-    wrong.scatter_add_(1, index, (scored & (predicted != target)).float())
-    present.scatter_add_(1, index, scored.float())
-    return (wrong[present > 0] == 0).float()
+    return cell_scores(predicted, target, scored, units)[0]
 
 
-class ExactCellAccuracy(Metric):
-    """Share of scored cells whose every scored attribute was predicted right."""
+class WindowMean:
+    """A mean over items (tokens, cells, actions) that come in windows, with a 95% interval.
 
-    full_state_update = False
+    Items of one window are not independent (the cells of one view, the tokens of one step), so
+    the interval treats windows as the sampled units: the ratio estimator ``sum s_w / sum c_w``
+    over windows w with item sum ``s_w`` and count ``c_w``, its variance by linearisation,
+    ``n / (n - 1) * sum (s_w - r c_w)^2 / (sum c_w)^2``.
+    """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("correct", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+    def __init__(self) -> None:
+        self.sums: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
 
-    def update(self, predicted: torch.Tensor, target: torch.Tensor, scored: torch.Tensor, units: torch.Tensor) -> None:
-        cells = exact_cells(predicted, target, scored & (units >= 0), units)
-        self.correct += cells.sum()
-        self.total += cells.numel()
+    def update(self, values: torch.Tensor, rows: torch.Tensor) -> None:
+        """``values`` per item and the row (window) of the batch each item belongs to."""
+        if values.numel() == 0:
+            return
+        rows = rows.detach().cpu().long()
+        size = int(rows.max()) + 1
+        sums = torch.zeros(size, dtype=torch.float64).index_add_(0, rows, values.detach().cpu().double())
+        counts = torch.bincount(rows, minlength=size)
+        keep = counts > 0
+        self.sums.append(sums[keep].numpy())
+        self.counts.append(counts[keep].numpy().astype(np.float64))
 
-    def compute(self) -> torch.Tensor:
-        return (self.correct / self.total.clamp(min=1)).float()
+    @property
+    def windows(self) -> int:
+        return int(sum(len(c) for c in self.counts))
+
+    @property
+    def items(self) -> int:
+        return int(sum(c.sum() for c in self.counts))
+
+    def compute(self) -> float:
+        total = sum(c.sum() for c in self.counts)
+        return float(sum(s.sum() for s in self.sums) / total) if total else float("nan")
+
+    def interval(self, z: float = 1.96) -> tuple[float, float]:
+        """95% interval of :meth:`compute` (NaN with fewer than two windows)."""
+        if self.windows < 2:
+            return float("nan"), float("nan")
+        sums, counts = np.concatenate(self.sums), np.concatenate(self.counts)
+        ratio = sums.sum() / counts.sum()
+        n = len(sums)
+        variance = n / (n - 1) * np.sum((sums - ratio * counts) ** 2) / counts.sum() ** 2
+        half = z * math.sqrt(variance)
+        return float(ratio - half), float(ratio + half)

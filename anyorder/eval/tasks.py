@@ -23,15 +23,20 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torchmetrics import MeanMetric, Metric
-from torchmetrics.classification import MulticlassAccuracy
 from tqdm.auto import tqdm
 
 from anyorder.data.layout import NUM_CELLS, TokenKind
 from anyorder.data.tokenizer import TokenBatch
 from anyorder.data.vocabulary import Vocabulary
-from anyorder.eval.baselines import BaselineEvaluator, TrainingPriors, impossible_cells
-from anyorder.eval.metrics import ExactCellAccuracy, cell_units
+from anyorder.eval.baselines import (
+    OBSERVATION_LENGTH,
+    BaselineEvaluator,
+    PredictableSplit,
+    TrainingPriors,
+    impossible_cells,
+)
+from anyorder.eval.egomotion import EgoMotion
+from anyorder.eval.metrics import WindowMean, cell_scores, cell_units
 from anyorder.masking.queries import (
     OBSERVATION_KINDS,
     has_previous_step,
@@ -75,7 +80,14 @@ def hide_cells(
 
 
 class TaskEvaluator:
-    """Runs every task (and the robustness sweep of the policy task) over a dataloader."""
+    """Runs every task (and the robustness sweep of the policy task) over a dataloader.
+
+    Every metric is a :class:`WindowMean` named ``task.key`` (its value in ``compute()[task][key]``,
+    its 95% interval over windows in ``compute()["intervals"]["task.key"]``). The world model is
+    also scored apart on what the previous view determines (:class:`PredictableSplit`): cells
+    ego-mapped from it, cells new in view, and windows at an episode's first step, with the
+    share of each.
+    """
 
     def __init__(
         self,
@@ -96,38 +108,31 @@ class TaskEvaluator:
         self.generator = torch.Generator().manual_seed(seed)
         self.allowed = kind_constraints(vocabulary)
         self.unseen_id = int(vocabulary.object_ids[0])
-        # one process evaluates: a process group left by training in the same process (a
-        # notebook, a test) must not make compute() gather across ranks
-        local = {"sync_on_compute": False}
-        actions = {"num_classes": len(vocabulary.action_ids), "average": "micro", **local}
-        self.policy, self.inverse = MulticlassAccuracy(**actions), MulticlassAccuracy(**actions)
-        self.robust = {f: MulticlassAccuracy(**actions) for f in self.fractions}
-        self.world_nll, self.world_cell_nll = MeanMetric(**local), MeanMetric(**local)
-        self.world_cells, self.world_cells_after_step = ExactCellAccuracy(**local), ExactCellAccuracy(**local)
-        self.mission_tokens, self.mission_exact, self.mission_nll = (MeanMetric(**local) for _ in range(3))
-        self.inpaint_nll, self.inpaint_cells = MeanMetric(**local), ExactCellAccuracy(**local)
-        for metric in self.metrics():  # beside the model, which may be on a GPU
-            metric.to(module.device)
-        self.baselines = BaselineEvaluator(priors) if priors is not None else None
+        self.egomotion = EgoMotion(vocabulary)
+        self.means: dict[str, WindowMean] = {}
+        self.baselines = BaselineEvaluator(priors, vocabulary) if priors is not None else None
         self.triples = priors.cell_triples if priors is not None else None  # joint decoding of cells
-        self.impossible = MeanMetric(**local).to(module.device)
-
-    def metrics(self) -> list[Metric]:
-        return [
-            self.policy, self.inverse, *self.robust.values(), self.world_nll, self.world_cell_nll, self.world_cells,
-            self.world_cells_after_step,
-            self.mission_tokens, self.mission_exact, self.mission_nll, self.inpaint_nll, self.inpaint_cells,
-        ]  # fmt: skip
 
     # -- helpers ----------------------------------------------------------------------------
+    def _add(self, name: str, values: torch.Tensor, rows: torch.Tensor) -> None:
+        self.means.setdefault(name, WindowMean()).update(values, rows)
+
+    def _add_at(self, name: str, values: torch.Tensor, where: torch.Tensor) -> None:
+        """``values``: one per True position of ``where`` (bool ``[B, L]``), in row-major order."""
+        self._add(name, values, where.nonzero()[:, 0])
+
+    def _add_cells(self, name: str, predicted: torch.Tensor, batch: TokenBatch, scored: torch.Tensor) -> None:
+        self._add(name, *cell_scores(predicted, batch["input_ids"], scored, cell_units(batch)))
+
     def _action_prediction(
         self, batch: TokenBatch, query: torch.Tensor, scored: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted and true action at ``scored`` (default: every ``query`` position) with ``query`` hidden."""
+    ) -> torch.Tensor:
+        """float per ``scored`` position (default: every ``query`` position): 1 where the argmax over
+        the actions, with ``query`` hidden, is the true action."""
         scored = query if scored is None else scored
         logits = self.module(batch, query)[scored][:, self.module.action_ids]
         target = (batch["input_ids"][scored][:, None] == self.module.action_ids[None]).float().argmax(dim=1)
-        return logits.argmax(dim=1), target
+        return (logits.argmax(dim=1) == target).float()
 
     def decode(self, batch: TokenBatch, query: torch.Tensor) -> torch.Tensor:
         """Ids with the ``query`` positions decoded by iterative unmasking, constrained by kind."""
@@ -147,71 +152,83 @@ class TaskEvaluator:
     @torch.no_grad()
     def update(self, batch: TokenBatch) -> None:
         batch = {key: value.to(self.module.device) for key, value in batch.items()}
-        targets, kind = batch["input_ids"], batch["kind"]
+        targets = batch["input_ids"]
 
-        self.policy.update(*self._action_prediction(batch, policy_query(batch)))
+        query = policy_query(batch)
+        self._add_at("policy.accuracy", self._action_prediction(batch, query), query)
 
         query = inverse_query(batch)
         if query.any():
-            self.inverse.update(*self._action_prediction(batch, query, inverse_target(batch)))
+            target = inverse_target(batch)
+            self._add_at("inverse.accuracy", self._action_prediction(batch, query, target), target)
 
-        query = world_model_query(batch)
-        scored = query & of_kinds(kind, OBSERVATION_KINDS)
-        nll = token_nll(self.module(batch, query), targets, scored)
-        self.world_nll.update(nll)
-        cells = query & of_kinds(kind, CELL_KINDS)
-        self.world_cell_nll.update(nll[of_kinds(kind[scored], CELL_KINDS)].view(-1, 3).sum(dim=1))
-        decoded = self.decode(batch, query)
-        self.world_cells.update(decoded, targets, cells, cell_units(batch))
-        if self.triples is not None:  # with joint decoding this must stay 0
-            self.impossible.update(impossible_cells(decoded, cells, self.triples).float())
-        # the windows that the copy-the-previous-observation baseline can answer
-        after_step = cells & has_previous_step(batch)[:, None]
-        self.world_cells_after_step.update(decoded, targets, after_step, cell_units(batch))
+        self.update_world_model(batch)
 
         query = mission_query(batch)
         decoded = self.decode(batch, query)
-        right = (decoded == targets) | ~query
-        self.mission_tokens.update((decoded == targets)[query].float())
-        self.mission_exact.update(right.all(dim=1).float())
-        self.mission_nll.update(token_nll(self.module(batch, query), targets, query))
+        rows = torch.arange(len(targets), device=targets.device)
+        self._add_at("mission.token_accuracy", (decoded == targets)[query].float(), query)
+        has_mission = query.any(dim=1)
+        right = ((decoded == targets) | ~query).all(dim=1).float()
+        self._add("mission.exact_match", right[has_mission], rows[has_mission])
+        self._add_at("mission.nll_per_token", token_nll(self.module(batch, query), targets, query), query)
 
         query = hide_cells(batch, self.inpaint_fraction, self.unseen_id, last_step(batch), self.generator)
         if query.any():
-            self.inpaint_nll.update(token_nll(self.module(batch, query), targets, query))
-            self.inpaint_cells.update(self.decode(batch, query), targets, query, cell_units(batch))
+            self._add_at("inpainting.nll_per_token", token_nll(self.module(batch, query), targets, query), query)
+            self._add_cells("inpainting.exact_cell_accuracy", self.decode(batch, query), batch, query)
         if self.baselines is not None:
             self.baselines.update(batch, inpainting=query)
 
         every_step = batch["step"] >= 0
-        for fraction, metric in self.robust.items():
+        for fraction in self.fractions:
             occluded = hide_cells(batch, fraction, self.unseen_id, every_step, self.generator)
             masked = {**batch, "input_ids": targets.masked_fill(occluded, self.vocab.mask_id)}
-            prediction, target = self._action_prediction(masked, policy_query(batch))
-            metric.update(prediction, target)
+            query = policy_query(batch)
+            self._add_at(f"robustness_action_accuracy.{fraction}", self._action_prediction(masked, query), query)
+
+    def update_world_model(self, batch: TokenBatch) -> None:
+        """The last step hidden whole: NLL (one shot) and decoded exact cells, overall and split by
+        what the previous view determines."""
+        targets, kind = batch["input_ids"], batch["kind"]
+        query = world_model_query(batch)
+        scored = query & of_kinds(kind, OBSERVATION_KINDS)
+        logits = self.module(batch, query)
+        nll = token_nll(logits, targets, scored)
+        self._add_at("world_model.nll_per_token", nll, scored)
+        cells = query & of_kinds(kind, CELL_KINDS)
+        self._add("world_model.nll_per_cell", nll[of_kinds(kind[scored], CELL_KINDS)].view(-1, 3).sum(dim=1),
+                  cells.nonzero()[::3, 0])  # fmt: skip
+        decoded = self.decode(batch, query)
+        self._add_cells("world_model.exact_cell_accuracy", decoded, batch, cells)
+        if self.triples is not None:  # with joint decoding this must stay 0
+            impossible = impossible_cells(decoded, cells, self.triples).float()
+            self._add("world_model.impossible_cell_share", impossible, cells.nonzero()[::3, 0])
+        # the windows that the copy baselines can answer
+        after_step = cells & has_previous_step(batch)[:, None]
+        self._add_cells("world_model.exact_cell_accuracy_after_a_step", decoded, batch, after_step)
+        split = PredictableSplit.of(batch, self.egomotion, torch.zeros(OBSERVATION_LENGTH, dtype=torch.long))
+        every_nll = torch.zeros_like(targets, dtype=nll.dtype).masked_scatter(scored, nll)
+        for part in ("ego_mapped", "new_in_view", "first_step"):
+            where = getattr(split, part)
+            self._add_cells(f"world_model.exact_cell_accuracy_{part}", decoded, batch, where)
+            self._add_at(f"world_model.nll_per_token_{part}", every_nll[where], where)
+        # the shares: of the cells after a step, those ego-mapped; of the windows, first steps
+        self._add_at("world_model.share_ego_mapped", split.ego_mapped[after_step].float(), after_step)
+        first = (~has_previous_step(batch)).float()
+        self._add("world_model.share_first_step", first, torch.arange(len(first), device=first.device))
 
     def compute(self) -> dict[str, Any]:
-        return {
-            "policy": {"accuracy": float(self.policy.compute())},
-            "world_model": {
-                "nll_per_token": float(self.world_nll.compute()),
-                "nll_per_cell": float(self.world_cell_nll.compute()),
-                "exact_cell_accuracy": float(self.world_cells.compute()),
-                "exact_cell_accuracy_after_a_step": float(self.world_cells_after_step.compute()),
-            }
-            | ({"impossible_cell_share": float(self.impossible.compute())} if self.triples is not None else {}),
-            "inverse": {"accuracy": float(self.inverse.compute())},
-            "mission": {
-                "token_accuracy": float(self.mission_tokens.compute()),
-                "exact_match": float(self.mission_exact.compute()),
-                "nll_per_token": float(self.mission_nll.compute()),
-            },
-            "inpainting": {
-                "nll_per_token": float(self.inpaint_nll.compute()),
-                "exact_cell_accuracy": float(self.inpaint_cells.compute()),
-            },
-            "robustness_action_accuracy": {str(f): float(m.compute()) for f, m in self.robust.items()},
-        } | ({"baselines": self.baselines.compute()} if self.baselines is not None else {})
+        out: dict[str, Any] = {}
+        for name, mean in self.means.items():
+            task, key = name.split(".", 1)
+            out.setdefault(task, {})[key] = mean.compute()
+        out["intervals"] = {name: list(mean.interval()) for name, mean in self.means.items()}
+        out["windows"] = max((mean.windows for mean in self.means.values()), default=0)
+        if self.baselines is not None:
+            out["baselines"] = self.baselines.compute()
+            out["baseline_intervals"] = self.baselines.intervals()
+        return out
 
     def run(self, batches: Iterable[TokenBatch], max_batches: int | None = None, progress: bool = False) -> dict:
         for index, batch in enumerate(tqdm(batches, desc="tasks", disable=not progress, total=max_batches)):

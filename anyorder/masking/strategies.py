@@ -25,7 +25,7 @@ import torch
 
 from anyorder.data.layout import NUM_CELLS, TokenKind
 from anyorder.errors import ConfigError
-from anyorder.masking.queries import last_step, of_kinds
+from anyorder.masking.queries import inverse_query, last_step, of_kinds, world_model_query
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,28 @@ class NextActionMasking(MaskingStrategy):
     def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         final = last_step({"kind": kind, "step": step}) & (kind == TokenKind.ACTION)
         return _positions(kind, final)
+
+
+class NextObservationMasking(MaskingStrategy):
+    """Exactly the world-model query: the last step hidden whole (its observation, direction and
+    action), the steps before it and their actions visible. Trains the question the world-model
+    metrics ask, which uniform masking poses only when t happens to be near 1."""
+
+    always_hidden = True
+
+    def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        return torch.where(world_model_query({"kind": kind, "step": step}), step, -1)
+
+
+class InverseMasking(MaskingStrategy):
+    """Exactly the inverse query: the action between the last two observations and the last
+    action (which would give it away). Windows without a previous step hide nothing and are
+    left out of the loss."""
+
+    always_hidden = True
+
+    def units(self, kind: torch.Tensor, step: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        return _positions(kind, inverse_query({"kind": kind, "step": step}))
 
 
 class Mixture(MaskingStrategy):

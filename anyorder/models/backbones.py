@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreTrainedModel
 
+from anyorder.data.layout import VIEW_SIZE, Layout, TokenKind
 from anyorder.errors import ConfigError, DataError
 
 
@@ -68,13 +69,48 @@ def tiny_bidirectional(
     return Backbone(BertForMaskedLM(config))
 
 
+class LayoutEmbedding(nn.Module):
+    """A position's place in the token layout as a sum of embeddings: its step, its view row and
+    column, its token kind. The same cell of two steps then shares its row and column parts, so
+    "the cell one row up in the previous step" (a forward move) and the rotations of a turn are
+    one relation for every cell instead of 49 that absolute positions would each have to learn."""
+
+    def __init__(self, window: int, mission_length: int | None, max_length: int, hidden_size: int) -> None:
+        super().__init__()
+        if mission_length is None:
+            raise ConfigError("model.backbone.mission_length", "the layout embedding needs the mission length too")
+        layout = Layout.build(window, mission_length)
+        if layout.length != max_length:
+            raise ConfigError(
+                "model.backbone.window",
+                f"a layout of {window} steps and {mission_length} mission tokens is {layout.length} tokens,"
+                f" the data's windows are {max_length}",
+            )
+        cell = torch.from_numpy(layout.cell)
+        # 0 stands for "not a cell" / "not a step"; rows and columns of the 7x7 view are 1..7
+        self.register_buffer("step", torch.from_numpy(layout.step) + 1, persistent=False)
+        self.register_buffer("row", torch.where(cell >= 0, cell // VIEW_SIZE + 1, 0), persistent=False)
+        self.register_buffer("column", torch.where(cell >= 0, cell % VIEW_SIZE + 1, 0), persistent=False)
+        self.register_buffer("kind", torch.from_numpy(layout.kind), persistent=False)
+        self.steps = nn.Embedding(window + 1, hidden_size)
+        self.rows = nn.Embedding(VIEW_SIZE + 1, hidden_size)
+        self.columns = nn.Embedding(VIEW_SIZE + 1, hidden_size)
+        self.kinds = nn.Embedding(len(TokenKind), hidden_size)
+        for embedding in (self.steps, self.rows, self.columns, self.kinds):
+            nn.init.normal_(embedding.weight, std=0.02)
+
+    def forward(self) -> torch.Tensor:
+        """``[L, hidden]``, added to every sample (left padding keeps each position's layout)."""
+        return self.steps(self.step) + self.rows(self.row) + self.columns(self.column) + self.kinds(self.kind)
+
+
 class PreNormEncoder(nn.Module):
     """A small bidirectional transformer with LayerNorm before each sublayer (pre-LN).
 
     BERT (``tiny_bidirectional``) normalises after each residual sum (post-LN),
     which trains well only with a long warm-up at high learning rates; pre-LN keeps the
     residual stream unnormalised and is stable from the first step. Same interface as
-    :class:`Backbone`.
+    :class:`Backbone`. With ``window`` (and ``mission_length``) it adds a :class:`LayoutEmbedding`.
     """
 
     def __init__(
@@ -86,11 +122,14 @@ class PreNormEncoder(nn.Module):
         num_heads: int = 4,
         intermediate_size: int = 512,
         dropout: float = 0.0,
+        window: int | None = None,
+        mission_length: int | None = None,
     ) -> None:
         super().__init__()
         check_heads(hidden_size, num_heads)
         self.tokens = nn.Embedding(vocab_size, hidden_size)
         self.positions = nn.Embedding(max_length, hidden_size)
+        self.layout = LayoutEmbedding(window, mission_length, max_length, hidden_size) if window else None
         layer = nn.TransformerEncoderLayer(
             hidden_size, num_heads, intermediate_size, dropout, activation="gelu", batch_first=True, norm_first=True
         )
@@ -107,6 +146,8 @@ class PreNormEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         hidden = self.tokens(input_ids) + self.positions(positions)
+        if self.layout is not None:
+            hidden = hidden + self.layout()
         hidden = self.encoder(hidden, src_key_padding_mask=~attention_mask.bool())
         return self.head(self.norm(hidden))
 
