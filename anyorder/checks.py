@@ -101,6 +101,8 @@ EVAL_RULES: dict[str, Rule] = {
     "eval.decode_steps": COUNT,
     "eval.query_batches": COUNT,
     "eval.render_episodes": NON_NEGATIVE_COUNT,
+    "eval.imagination_horizon": NON_NEGATIVE_COUNT,
+    "eval.imagination_rollouts": COUNT,
     "eval.chunk_size": COUNT,
     "eval.seed": NON_NEGATIVE_COUNT,
 }

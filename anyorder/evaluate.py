@@ -27,14 +27,22 @@ from anyorder.checks import EVAL_RULES, check_settings
 from anyorder.data.episodes import read_meta
 from anyorder.data.mixing import level_family
 from anyorder.errors import ConfigError, report_errors
-from anyorder.eval.baselines import RandomPolicy, TrainingPriors, compare, lookup, strongest
+from anyorder.eval.baselines import RandomPolicy, StepView, TrainingPriors, compare, lookup, strongest
 from anyorder.eval.checkpoint import TrainedRun, load_trained
+from anyorder.eval.imagination import imagine
 from anyorder.eval.metrics import area_under_curve, wilson_interval
 from anyorder.eval.rollout import ExpertPolicy, ModelPolicy, RolloutResult, run_rollouts
 from anyorder.eval.seeds import OFFLINE_SPLIT, check_held_out, eval_seeds
 from anyorder.eval.tasks import TaskEvaluator
-from anyorder.eval.visualize import render_observation, robustness_figure, save_gif, save_png, side_by_side
-from anyorder.masking.queries import world_model_query
+from anyorder.eval.visualize import (
+    mark_cells,
+    render_observation,
+    robustness_figure,
+    save_gif,
+    save_png,
+    side_by_side,
+)
+from anyorder.masking.queries import has_previous_step, world_model_query
 from anyorder.naming import job_overrides, register_resolvers, sweep_hparams
 from anyorder.results import JOB_FILE, strategy_label
 
@@ -97,17 +105,39 @@ def episode_rows(policy: str, occlusion: float, result: RolloutResult) -> list[d
 
 
 def world_model_pictures(run: TrainedRun, evaluator: TaskEvaluator, count: int = 4) -> list[np.ndarray]:
-    """True (left) and predicted (right) last observation of a few validation windows."""
-    batch = next(iter(run.datamodule.val_dataloader()))
-    batch = {key: value[:count].to(run.module.device) for key, value in batch.items()}
+    """Previous | true | predicted observation of a few validation windows that follow a real step
+    (a move or a turn where there is one), cells the prediction got wrong framed in red."""
+    loader = iter(run.datamodule.val_dataloader())
+    batch = next(loader)
+    keep = has_previous_step(batch)
+    moved = keep & (StepView.of(batch).previous[:, -1] != run.datamodule.tokenizer.vocabulary.action_ids[6])
+    order = torch.argsort((moved.int() + keep.int()), descending=True, stable=True)[:count]
+    batch = {key: value[order].to(run.module.device) for key, value in batch.items()}
     decoded = evaluator.decode(batch, world_model_query(batch))
     tokenizer = run.datamodule.tokenizer
     pictures = []
     for index in range(decoded.shape[0]):
-        true = tokenizer.decode_window(batch, index).observations[-1]
+        window = tokenizer.decode_window(batch, index)
+        true = window.observations[-1]
         predicted = tokenizer.decode_window({**batch, "input_ids": decoded}, index).observations[-1]
-        pictures.append(side_by_side(render_observation(true), render_observation(predicted)))
+        wrong = (predicted != true).any(axis=2)
+        views = [render_observation(true), mark_cells(render_observation(predicted), wrong)]
+        if len(window.observations) > 1:
+            views.insert(0, render_observation(window.observations[-2]))
+        pictures.append(side_by_side(*views))
     return pictures
+
+
+def imagination(
+    run: TrainedRun, evaluator: TaskEvaluator, priors: TrainingPriors, split: str, horizon: int, rollouts: int
+) -> dict | None:
+    """The world model rolled open loop (:mod:`anyorder.eval.imagination`) on the split's episodes."""
+    if not horizon:
+        return None
+    table = run.datamodule.datasets[split].table
+    return imagine(
+        evaluator.decode, run.datamodule.tokenizer, table, priors.position_mode, horizon, rollouts, run.module.device
+    )
 
 
 def check_eval_settings(cfg: DictConfig) -> None:
@@ -160,6 +190,8 @@ def evaluate(cfg: DictConfig, output_dir: Path, job_board: Path | None = None) -
     )
     loader = data.val_dataloader() if offline == "val" else data.test_dataloader()
     tasks = evaluator.run(loader, settings.query_batches, settings.progress)
+    horizon = settings.get("imagination_horizon", 0)  # a run configured before imagination has none
+    imagined = imagination(run, evaluator, priors, offline, horizon, settings.get("imagination_rollouts", 256))
     loop, episodes = closed_loop(run, level, seeds, settings)
 
     fractions = [float(f) for f in settings.occlusion_fractions]
@@ -187,6 +219,7 @@ def evaluate(cfg: DictConfig, output_dir: Path, job_board: Path | None = None) -
         "query_windows": windows,
         "tasks": tasks,
         "intervals": intervals,
+        "imagination": imagined,
         "robustness": {
             "fractions": fractions,
             "success_rate": success,
@@ -239,7 +272,7 @@ def write_outputs(
         writer.add_figure("eval/robustness", figure)
         for index, picture in enumerate(world_model_pictures(run, evaluator)):
             save_png(picture, figures / f"world_model_{index}.png")
-            writer.add_image(f"eval/world_model_true_vs_predicted/{index}", picture, dataformats="HWC")
+            writer.add_image(f"eval/world_model_previous_true_predicted/{index}", picture, dataformats="HWC")
     if settings.render:
         policy = model_policy(run, settings)
         result = run_rollouts(policy, run.datamodule.tokenizer, level, seeds[: settings.render_episodes], render=True)

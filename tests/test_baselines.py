@@ -61,13 +61,13 @@ def test_copying_the_previous_observation_is_exact_when_nothing_moved() -> None:
     assert torch.equal(copied[:2][last[:2]], batch["input_ids"][:2][last[:2]])
     steps = encoded_steps(50, 2)
     priors = TrainingPriors.from_table(table(steps, np.full((10, 4), 40)), VOCAB)
-    baselines = BaselineEvaluator(priors)
+    baselines = BaselineEvaluator(priors, VOCAB)
     baselines.update(batch)
     result = baselines.compute()
     assert result["world_model.exact_cell_accuracy_after_a_step"]["copy_previous"] == 1.0
     assert result["world_model.exact_cell_accuracy_after_a_step"]["unigram_mode"] < 1.0
     different = window_batch(np.stack([first, encoded_steps(3, 3)], axis=1), valid)
-    again = BaselineEvaluator(priors)
+    again = BaselineEvaluator(priors, VOCAB)
     again.update(different)
     assert again.compute()["world_model.exact_cell_accuracy_after_a_step"]["copy_previous"] < 0.9
     assert result["world_model.nll_per_token"]["unigram"] > 0
@@ -85,3 +85,121 @@ def test_metrics_that_do_not_beat_a_baseline_are_flagged() -> None:
     bad = {"policy": {"accuracy": 0.55}, "world_model": {"nll_per_token": 1.2}, "success_rate": 0.8}
     flagged = compare(bad, baselines)
     assert len(flagged) == 2 and flagged[0].startswith("policy.accuracy") and "unigram" in flagged[1]
+
+
+# -- baselines that know the task's structure -------------------------------------------------
+import gymnasium as gym  # noqa: E402
+import minigrid  # noqa: E402, F401  (registers the environments)
+import pytest  # noqa: E402
+
+from anyorder.eval.baselines import PredictableSplit, StepView, direction_rule_key, strongest  # noqa: E402
+from anyorder.eval.egomotion import EgoMotion, Motion  # noqa: E402
+from anyorder.eval.metrics import WindowMean  # noqa: E402
+
+
+def random_walks(level: str, episodes: int, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded steps ``[E * steps, STEP_LENGTH]`` of random walks (mostly forward) in a real env,
+    and the episode lengths: consecutive rows are consecutive steps."""
+    env = gym.make(level)
+    rng = np.random.default_rng(seed)
+    rows, lengths = [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed * 1000 + episode)
+        images, directions, actions = [], [], []
+        for _ in range(steps):
+            action = int(rng.choice([0, 1, 2, 2, 2, 3, 5]))
+            images.append(obs["image"])
+            directions.append(obs["direction"])
+            actions.append(action)
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                break
+        rows.append(TOKENIZER.encode_steps(np.stack(images), np.array(directions), np.array(actions)))
+        lengths.append(len(actions))
+    return np.concatenate(rows), np.array(lengths)
+
+
+@pytest.fixture(scope="module", params=["BabyAI-GoToRedBall-v0", "MiniGrid-DoorKey-8x8-v0"])
+def walks(request) -> EpisodeTable:
+    steps, lengths = random_walks(request.param, episodes=12, steps=12)
+    return EpisodeTable(
+        steps=steps.astype(np.int32), offsets=np.cumsum(lengths) - lengths, lengths=lengths,
+        missions=np.full((len(lengths), 4), 40), seeds=np.arange(len(lengths)),
+    )  # fmt: skip
+
+
+def consecutive_windows(table: EpisodeTable) -> dict[str, torch.Tensor]:
+    """Every two-step window of the table that follows a real step."""
+    ends = np.concatenate([offset + np.arange(1, length) for offset, length in zip(table.offsets, table.lengths)])
+    steps = np.stack([table.steps[ends - 1], table.steps[ends]], axis=1).astype(np.int64)
+    return window_batch(steps, np.ones((len(ends), 2), dtype=bool))
+
+
+def test_the_ego_motion_copy_predicts_every_cell_the_previous_view_shows_in_a_real_environment(walks) -> None:
+    batch = consecutive_windows(walks)
+    view = StepView.of(batch)
+    fill = torch.zeros(148, dtype=torch.long)
+    split = PredictableSplit.of(batch, EgoMotion(VOCAB), fill)
+    # the geometry is exact: after a move or a turn every cell it maps holds what the moved
+    # previous view shows (a pick-up or a toggle changes the world itself: most cells, not all)
+    moves = torch.isin(view.previous[:, -1], torch.as_tensor(np.asarray(VOCAB.action_ids)[:3]))
+    right = split.ego_copy == batch["input_ids"]
+    assert right[split.ego_mapped & moves[:, None]].all()
+    assert right[split.ego_mapped].float().mean() > 0.97
+    direction = batch["kind"] == TokenKind.DIRECTION
+    assert torch.equal(split.ego_copy[direction & view.positions], view.last[:, 147])
+    motion = EgoMotion(VOCAB).motion(view.previous[:, :147].view(-1, 49, 3), view.previous[:, -1])
+    mapped_cells = split.ego_mapped.sum(dim=1) // 3
+    assert (mapped_cells[motion == Motion.FORWARD] == 42).all()  # a row leaves the view
+    assert (mapped_cells[(motion == Motion.LEFT) | (motion == Motion.RIGHT)] == 16).all()  # a quarter turn
+    assert (mapped_cells[motion == Motion.STAY] == 49).all()
+    assert (motion == Motion.FORWARD).any() and (motion == Motion.LEFT).any() and (motion == Motion.STAY).any()
+
+
+def test_the_structured_baselines_beat_the_frequency_ones_on_real_steps(walks) -> None:
+    priors = TrainingPriors.from_table(walks, VOCAB)
+    assert priors.ego_weight > 0.99  # the moved view is (almost) always right where it says anything
+    baselines = BaselineEvaluator(priors, VOCAB)
+    batch = consecutive_windows(walks)
+    from anyorder.eval.tasks import hide_cells
+    from anyorder.masking.queries import last_step
+
+    unseen = int(VOCAB.object_ids[0])
+    inpainting = hide_cells(batch, 0.25, unseen, last_step(batch), torch.Generator().manual_seed(0))
+    baselines.update(batch, inpainting=inpainting)
+    result = baselines.compute()
+    # a random walk also bumps, toggles and picks up (which changes the view like a move): only a
+    # turn of the direction token is certain, and the rule gets every one
+    assert result["inverse.accuracy"]["direction_rule"] > result["inverse.accuracy"]["majority_action"] + 0.2
+    view = StepView.of(batch)
+    key = direction_rule_key(EgoMotion(VOCAB), view.previous, view.last)
+    certain = key // 2 != 0  # the direction token turned
+    assert torch.equal(priors.direction_rule[key][certain], view.previous[certain, -1])
+    nll = result["world_model.nll_per_token"]
+    assert nll["ego_motion_mixture"] < nll["position_unigram"] < nll["unigram"]
+    assert result["world_model.exact_cell_accuracy_ego_mapped"]["ego_motion_copy"] > 0.99  # pick-ups change a cell
+    after = result["world_model.exact_cell_accuracy_after_a_step"]
+    assert after["ego_motion_copy"] > max(after["copy_previous"], after["unigram_mode"])
+    assert result["inpainting.exact_cell_accuracy"]["ego_motion_copy"] > 0.5  # not 0 by construction
+    intervals = baselines.intervals()["world_model.nll_per_token"]["ego_motion_mixture"]
+    assert intervals[0] <= nll["ego_motion_mixture"] <= intervals[1]
+    assert strongest("world_model.nll_per_token", nll) == ("ego_motion_mixture", nll["ego_motion_mixture"])
+
+
+def test_a_window_mean_counts_windows_not_items_in_its_interval() -> None:
+    one, many = WindowMean(), WindowMean()
+    values = torch.tensor([1.0, 0.0] * 50)
+    one.update(values, torch.arange(100))  # 100 windows of one item
+    many.update(values.repeat_interleave(10), torch.arange(100).repeat_interleave(10))  # 10 identical items each
+    assert one.compute() == many.compute() == 0.5
+    assert one.interval() == pytest.approx(many.interval())  # copies of an item add no information
+    low, high = one.interval()
+    assert low < 0.5 < high and high - low == pytest.approx(2 * 1.96 * 0.5 / np.sqrt(99), rel=1e-6)
+
+
+def test_a_metric_that_beats_its_baseline_by_noise_only_is_flagged() -> None:
+    baselines = {"policy.accuracy": {"majority_action": 0.6, "rule": 0.8}}
+    values = {"policy": {"accuracy": 0.82}}
+    assert compare(values, baselines, {"policy.accuracy": [0.81, 0.83]}) == []
+    flagged = compare(values, baselines, {"policy.accuracy": [0.75, 0.89]})
+    assert len(flagged) == 1 and "does not beat rule 0.800" in flagged[0]  # against the strongest

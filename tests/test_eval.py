@@ -23,6 +23,7 @@ from anyorder.data.layout import TokenKind
 from anyorder.data.tokenizer import TrajectoryTokenizer
 from anyorder.data.vocabulary import Vocabulary
 from anyorder.errors import ConfigError
+from anyorder.eval.baselines import lookup
 from anyorder.eval.checkpoint import load_trained
 from anyorder.eval.metrics import area_under_curve, wilson_interval
 from anyorder.eval.occlusion import OCCLUDED_CODE, OcclusionWrapper
@@ -274,17 +275,25 @@ def test_eval_command_writes_table_metrics_and_figures(trained_run, tmp_path: Pa
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "success rate" in result.stdout and "95% CI" in result.stdout
+    assert "success rate" in result.stdout and "95% intervals" in result.stdout
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics["tasks"]) == {"policy", "world_model", "inverse", "mission", "inpainting",
                                      "robustness_action_accuracy"}  # fmt: skip
+    for key in ("policy.accuracy", "world_model.exact_cell_accuracy_ego_mapped", "inverse.accuracy"):
+        low, high = metrics["intervals"][key]  # every offline metric carries its interval
+        assert low <= lookup(metrics["tasks"], key) <= high, key
+    imagined = metrics["imagination"]
+    assert imagined["k"] == [1, 2, 3, 4, 5] and len(imagined["model"]) == 5
+    assert imagined["ego_motion_copy"][0] > 0.95  # one step of the copy: the geometry is exact
     assert metrics["seeds"] == [5_000_000, 5_000_008]  # the first 8 seeds of the dev block
     assert metrics["success_ci95"] == pytest.approx(wilson_interval(round(metrics["success_rate"] * 8), 8))
     baselines = metrics["baselines"]  # every headline metric stands beside its trivial baseline
     for key in ("success_rate", "policy.accuracy", "inverse.accuracy", "world_model.nll_per_token",
                 "world_model.exact_cell_accuracy_after_a_step", "mission.exact_match"):  # fmt: skip
         assert key in baselines and all(0 <= v < 100 for v in baselines[key].values()), key
-    assert "copy_previous" in baselines["world_model.exact_cell_accuracy_after_a_step"]
+    assert "ego_motion_copy" in baselines["world_model.exact_cell_accuracy_after_a_step"]
+    assert "direction_rule" in baselines["inverse.accuracy"]
+    assert (tmp_path / "eval" / "figures" / "world_model_0.png").is_file()
     assert "vs majority_action" in result.stdout
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -18,9 +18,11 @@ from anyorder.masking import (
     ActionInpainting,
     AttributeMasking,
     CellMasking,
+    InverseMasking,
     MaskingCallback,
     Mixture,
     NextActionMasking,
+    NextObservationMasking,
     StepMasking,
     UniformMasking,
 )
@@ -136,6 +138,26 @@ def test_next_action_asks_exactly_the_policy_query(rate: float, at_least_one: bo
     sample = hide(NextActionMasking(), batch, rate, at_least_one=at_least_one)
     assert torch.equal(sample.mask, policy_query(batch))
     assert torch.equal(sample.rate, torch.ones(64))  # one unit hidden for sure: the 1/t weight is 1
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.5, 1.0])
+@pytest.mark.parametrize("at_least_one", [False, True])
+def test_the_world_model_and_inverse_strategies_ask_exactly_their_evaluation_queries(
+    rate: float, at_least_one: bool
+) -> None:
+    from anyorder.masking.queries import inverse_query, world_model_query
+
+    first_steps = layout_batch(2, 8, padded_steps=1)  # windows at an episode's first step
+    later = layout_batch(2, 8)
+    batch = {key: torch.cat([first_steps[key], later[key]]) for key in later}
+    world = hide(NextObservationMasking(), batch, rate, at_least_one=at_least_one)
+    assert torch.equal(world.mask, world_model_query(batch))  # the last step whole, nothing else
+    assert (world.mask.sum(dim=1) == 149).all() and torch.equal(world.rate, torch.ones(16))
+    inverse = hide(InverseMasking(), batch, rate, at_least_one=at_least_one)
+    assert torch.equal(inverse.mask, inverse_query(batch))
+    assert not inverse.mask[:8].any()  # no previous step, no inverse question: left out of the loss
+    assert (inverse.mask[8:].sum(dim=1) == 2).all()  # a_{T-1} and a_T
+    assert (batch["kind"][inverse.mask] == TokenKind.ACTION).all()
 
 
 def test_a_fixed_rate_means_the_same_share_at_any_window() -> None:

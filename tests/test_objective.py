@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -68,3 +69,24 @@ def test_gradients_flow_only_through_hidden_positions() -> None:
     masked_diffusion_loss(logits, targets, mask, valid).loss.backward()
     touched = logits.grad.abs().sum(-1) > 0
     assert torch.equal(touched, mask & valid)
+
+
+def test_the_layout_embedding_gives_a_cell_the_same_row_and_column_in_every_step() -> None:
+    from anyorder.data.layout import Layout
+    from anyorder.errors import ConfigError
+    from anyorder.models.backbones import LayoutEmbedding, PreNormEncoder
+
+    layout = Layout.build(3, 5)
+    embedding = LayoutEmbedding(3, 5, layout.length, 16)
+    vectors = embedding()
+    first = (layout.step == 0) & (layout.cell == 10)
+    third = (layout.step == 2) & (layout.cell == 10)
+    # same cell, same attribute, different steps: they differ by the step embeddings alone
+    difference = vectors[first] - vectors[third]
+    expected = embedding.steps.weight[1] - embedding.steps.weight[3]
+    torch.testing.assert_close(difference, expected.expand_as(difference))
+    encoder = PreNormEncoder(30, layout.length, hidden_size=16, num_layers=1, num_heads=2, window=3, mission_length=5)
+    ids = torch.randint(0, 30, (2, layout.length))
+    assert encoder(ids, torch.ones_like(ids, dtype=torch.bool)).shape == (2, layout.length, 30)
+    with pytest.raises(ConfigError, match="model.backbone.window"):
+        LayoutEmbedding(2, 5, layout.length, 16)  # the data's windows are 3 steps long

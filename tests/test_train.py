@@ -134,7 +134,8 @@ def test_short_training_beats_the_majority_action_baseline(trained_run) -> None:
     datamodule = instantiate(trained_run.config.data)
     datamodule.setup("fit")
     baselines = BaselineEvaluator(
-        TrainingPriors.from_table(datamodule.datasets["train"].table, datamodule.tokenizer.vocabulary)
+        TrainingPriors.from_table(datamodule.datasets["train"].table, datamodule.tokenizer.vocabulary),
+        datamodule.tokenizer.vocabulary,
     )
     for batch in datamodule.val_dataloader():
         baselines.update(batch)

@@ -209,6 +209,16 @@ def fit_direction_rule(
     return rule
 
 
+def impossible_cells(ids: torch.Tensor, cells: torch.Tensor, triples: torch.Tensor) -> torch.Tensor:
+    """bool per cell of ``cells`` (positions hidden whole, in attribute order): its (object,
+    colour, state) never occurs in the data."""
+    decoded = ids[cells].view(-1, 3)
+    width = int(max(decoded.max(), triples.max())) + 1 if decoded.numel() else 1
+    key = (decoded[:, 0] * width + decoded[:, 1]) * width + decoded[:, 2]
+    known = (triples[:, 0] * width + triples[:, 1]) * width + triples[:, 2]
+    return ~torch.isin(key, known.to(key.device))
+
+
 def previous_step_copy(batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Ids with every last-step token replaced by the same token of the step before, and the
     bool ``[B]`` rows that have a real previous step (only those are scored by the copy)."""
@@ -259,7 +269,10 @@ class PredictableSplit:
     @classmethod
     def of(cls, batch: TokenBatch, egomotion: EgoMotion, fill: torch.Tensor) -> PredictableSplit:
         view = StepView.of(batch)
-        predicted, known = ego_prediction(egomotion, view.previous, fill.to(view.last.device))
+        fill = fill.to(view.last.device)
+        predicted, known = ego_prediction(egomotion, view.previous, fill)
+        # a first step has no previous view: the copy is the fill (the position mode) there
+        predicted = torch.where(view.has_previous[:, None], predicted, fill[None, :OBSERVATION_LENGTH])
         cells = view.positions & of_kinds(batch["kind"], CELL_KINDS)
         after = cells & view.has_previous[:, None]
         mapped = view.scatter(known, False)
@@ -354,7 +367,6 @@ class BaselineEvaluator:
 
         if inpainting is not None and inpainting.any():
             visible_mode = view.scatter(priors.visible_mode.to(ids.device)[None].expand(len(ids), -1), 0)
-            self._add_cells("inpainting.exact_cell_accuracy/unigram_mode", mode, batch, inpainting)
             self._add_cells("inpainting.exact_cell_accuracy/visible_position_mode", visible_mode, batch, inpainting)
             # the previous step's view moved by the action where it shows the cell, else the visible mode
             predicted, known = ego_prediction(self.egomotion, view.previous, priors.visible_mode.to(ids.device))

@@ -6,7 +6,8 @@ row-major ``y * 7 + x``. After a step the new view is the old one moved by the a
 * a forward move into a free cell shifts it down a row: ``new[x, y] = old[x, y - 1]``, row 0 new;
 * a left turn rotates it: ``new[9 - y, x + 3] = old[x, y]`` (what was on the left is ahead);
 * a right turn: ``new[y - 3, 9 - x] = old[x, y]``;
-* anything else (a blocked move, pick-up, drop, toggle, done) leaves the geometry as it was.
+* anything else (a blocked move, pick-up, drop, toggle, done) leaves the geometry as it was;
+* the agent's own cell shows what it carries, whatever the motion: it maps to itself.
 
 A cell whose source lies in the old view is *ego-mapped* (determined, unless the world changed
 or an occluder moved); the others are *new in view* (only a prior can say what they hold). This
@@ -22,7 +23,7 @@ import torch
 from minigrid.core.actions import Actions
 from minigrid.core.constants import OBJECT_TO_IDX, STATE_TO_IDX
 
-from anyorder.data.layout import ATTRIBUTES_PER_CELL, NUM_CELLS, VIEW_SIZE
+from anyorder.data.layout import AGENT_CELL, ATTRIBUTES_PER_CELL, NUM_CELLS, VIEW_SIZE
 from anyorder.data.vocabulary import Vocabulary
 
 AGENT_X, AGENT_Y = VIEW_SIZE // 2, VIEW_SIZE - 1
@@ -53,6 +54,7 @@ def _source_table(motion: Motion) -> np.ndarray:
                 old = (9 - y, x + 3)
             if 0 <= old[0] < VIEW_SIZE and 0 <= old[1] < VIEW_SIZE:
                 sources[y * VIEW_SIZE + x] = old[1] * VIEW_SIZE + old[0]
+    sources[AGENT_CELL] = AGENT_CELL  # the agent's own cell shows what it carries, and it moves along
     return sources
 
 

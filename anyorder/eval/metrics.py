@@ -127,4 +127,4 @@ class WindowMean:
         n = len(sums)
         variance = n / (n - 1) * np.sum((sums - ratio * counts) ** 2) / counts.sum() ** 2
         half = z * math.sqrt(variance)
-        return float(ratio - half), float(ratio + half)
+        return max(0.0, float(ratio - half)), float(ratio + half)  # every metric here is non-negative

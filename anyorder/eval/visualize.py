@@ -24,6 +24,20 @@ def render_observation(image: np.ndarray, tile_size: int = 24) -> np.ndarray:
     return grid.render(tile_size, agent_pos=AGENT_VIEW_POS, agent_dir=UP, highlight_mask=~visible)
 
 
+def mark_cells(image: np.ndarray, wrong: np.ndarray, tile_size: int = 24, width: int = 3) -> np.ndarray:
+    """``image`` (a :func:`render_observation`) with a red frame on each cell where ``wrong``
+    (bool ``[7, 7]``, indexed like minigrid's image: ``[x, y]``) is set."""
+    marked = image.copy()
+    for x, y in zip(*np.nonzero(wrong), strict=True):
+        top, left = y * tile_size, x * tile_size
+        tile = marked[top : top + tile_size, left : left + tile_size]
+        tile[:width], tile[-width:], tile[:, :width], tile[:, -width:] = RED, RED, RED, RED
+    return marked
+
+
+RED = np.array([230, 30, 30], dtype=np.uint8)
+
+
 def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
     height = max(image.shape[0] for image in images)
     spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
