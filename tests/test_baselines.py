@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
+import minigrid  # noqa: F401  (registers the environments)
 import numpy as np
+import pytest
 import torch
 
 from anyorder.data.datamodule import EpisodeTable
 from anyorder.data.layout import TokenKind
 from anyorder.data.tokenizer import TrajectoryTokenizer
 from anyorder.data.vocabulary import Vocabulary
-from anyorder.eval.baselines import BaselineEvaluator, TrainingPriors, compare, previous_step_copy
+from anyorder.eval.baselines import (
+    BaselineEvaluator,
+    PredictableSplit,
+    StepView,
+    TrainingPriors,
+    compare,
+    direction_rule_key,
+    previous_step_copy,
+    strongest,
+)
+from anyorder.eval.egomotion import EgoMotion, Motion
+from anyorder.eval.metrics import WindowMean
+from anyorder.eval.tasks import hide_cells
+from anyorder.masking.queries import last_step
 
 VOCAB = Vocabulary.structured()
 TOKENIZER = TrajectoryTokenizer(VOCAB, window=2, mission_length=4)
@@ -88,13 +104,6 @@ def test_metrics_that_do_not_beat_a_baseline_are_flagged() -> None:
 
 
 # -- baselines that know the task's structure -------------------------------------------------
-import gymnasium as gym  # noqa: E402
-import minigrid  # noqa: E402, F401  (registers the environments)
-import pytest  # noqa: E402
-
-from anyorder.eval.baselines import PredictableSplit, StepView, direction_rule_key, strongest  # noqa: E402
-from anyorder.eval.egomotion import EgoMotion, Motion  # noqa: E402
-from anyorder.eval.metrics import WindowMean  # noqa: E402
 
 
 def random_walks(level: str, episodes: int, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +139,9 @@ def walks(request) -> EpisodeTable:
 
 def consecutive_windows(table: EpisodeTable) -> dict[str, torch.Tensor]:
     """Every two-step window of the table that follows a real step."""
-    ends = np.concatenate([offset + np.arange(1, length) for offset, length in zip(table.offsets, table.lengths)])
+    ends = np.concatenate(
+        [offset + np.arange(1, length) for offset, length in zip(table.offsets, table.lengths, strict=True)]
+    )
     steps = np.stack([table.steps[ends - 1], table.steps[ends]], axis=1).astype(np.int64)
     return window_batch(steps, np.ones((len(ends), 2), dtype=bool))
 
@@ -161,9 +172,6 @@ def test_the_structured_baselines_beat_the_frequency_ones_on_real_steps(walks) -
     assert priors.ego_weight > 0.99  # the moved view is (almost) always right where it says anything
     baselines = BaselineEvaluator(priors, VOCAB)
     batch = consecutive_windows(walks)
-    from anyorder.eval.tasks import hide_cells
-    from anyorder.masking.queries import last_step
-
     unseen = int(VOCAB.object_ids[0])
     inpainting = hide_cells(batch, 0.25, unseen, last_step(batch), torch.Generator().manual_seed(0))
     baselines.update(batch, inpainting=inpainting)

@@ -88,5 +88,5 @@ def test_the_layout_embedding_gives_a_cell_the_same_row_and_column_in_every_step
     encoder = PreNormEncoder(30, layout.length, hidden_size=16, num_layers=1, num_heads=2, window=3, mission_length=5)
     ids = torch.randint(0, 30, (2, layout.length))
     assert encoder(ids, torch.ones_like(ids, dtype=torch.bool)).shape == (2, layout.length, 30)
-    with pytest.raises(ConfigError, match="model.backbone.window"):
+    with pytest.raises(ConfigError, match=r"model\.backbone\.window"):
         LayoutEmbedding(2, 5, layout.length, 16)  # the data's windows are 3 steps long
