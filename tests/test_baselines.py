@@ -211,3 +211,25 @@ def test_a_metric_that_beats_its_baseline_by_noise_only_is_flagged() -> None:
     assert compare(values, baselines, {"policy.accuracy": [0.81, 0.83]}) == []
     flagged = compare(values, baselines, {"policy.accuracy": [0.75, 0.89]})
     assert len(flagged) == 1 and "does not beat rule 0.800" in flagged[0]  # against the strongest
+
+
+def test_imagination_feeds_the_model_its_own_views_and_scores_ego_mapped_cells(walks) -> None:
+    from anyorder.eval.imagination import imagine
+
+    fill = TrainingPriors.from_table(walks, VOCAB).position_mode
+    oracle = imagine(lambda batch, query: batch["input_ids"], TOKENIZER, walks, fill, horizon=3)
+    assert oracle["k"] == [1, 2, 3] and oracle["rollouts"] > 0
+    assert oracle["model"] == [1.0, 1.0, 1.0]  # a perfect world model stays perfect open loop
+    assert oracle["ego_motion_copy"][0] > 0.97  # one step of the copy: the geometry is exact
+    seen: list[torch.Tensor] = []
+
+    def blind(batch: dict[str, torch.Tensor], query: torch.Tensor) -> torch.Tensor:
+        """Predicts every hidden cell as the first object id; records what it was shown."""
+        seen.append(batch["input_ids"].clone())
+        return torch.where(query, int(VOCAB.object_ids[0]), batch["input_ids"])
+
+    blinded = imagine(blind, TOKENIZER, walks, fill, horizon=3)
+    assert blinded["model"][0] < 0.5
+    # the window of k = 2 holds the model's own step 1 (all "unseen"), not the true one
+    earlier = seen[1][:, TOKENIZER.layout.prefix_length : TOKENIZER.layout.prefix_length + 147]
+    assert (earlier == int(VOCAB.object_ids[0])).all()
