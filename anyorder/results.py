@@ -121,6 +121,32 @@ def _read_json(path: Path, what: str) -> dict:
         raise DataError(path, f"unreadable {what} ({error})") from error
 
 
+def _imagined(metrics: dict, who: str, k: int) -> float:
+    imagination = metrics.get("imagination") or {}
+    return imagination[who][k - 1] if k <= len(imagination.get(who, [])) else NAN
+
+
+def _world_model_columns(metrics: dict) -> dict[str, float]:
+    """The world model split by what the previous view determines, with the baselines that know
+    the view's geometry (NaN in records made before #34)."""
+    world = metrics["tasks"]["world_model"]
+    return {
+        "world_model_exact_cells_ego_mapped": world.get("exact_cell_accuracy_ego_mapped", NAN),
+        "world_model_exact_cells_new_in_view": world.get("exact_cell_accuracy_new_in_view", NAN),
+        "world_model_nll_ego_mapped": world.get("nll_per_token_ego_mapped", NAN),
+        "world_model_nll_new_in_view": world.get("nll_per_token_new_in_view", NAN),
+        "share_ego_mapped": world.get("share_ego_mapped", NAN),
+        "ego_copy_exact_cells_new_in_view": _baseline(metrics, "world_model.exact_cell_accuracy_new_in_view",
+                                                      "ego_motion_copy"),
+        "position_unigram_nll_new_in_view": _baseline(metrics, "world_model.nll_per_token_new_in_view",
+                                                      "position_unigram"),
+        "imagination_k3": _imagined(metrics, "model", 3),
+        "imagination_k3_copy": _imagined(metrics, "ego_motion_copy", 3),
+        "inpainting_exact_cells": metrics["tasks"].get("inpainting", {}).get("exact_cell_accuracy", NAN),
+        "inpainting_ego_copy": _baseline(metrics, "inpainting.exact_cell_accuracy", "ego_motion_copy"),
+    }  # fmt: skip
+
+
 def job_row(job_dir: Path, evaluation: str = OWN_EVALUATION) -> dict:
     """The flat record of one finished job: its settings and the headline metrics of one of its
     evaluations (``<job>/<evaluation>/metrics.json``)."""
@@ -152,7 +178,7 @@ def job_row(job_dir: Path, evaluation: str = OWN_EVALUATION) -> dict:
         "world_model_nll_per_cell": tasks["world_model"]["nll_per_cell"],
         "action_accuracy": tasks["policy"]["accuracy"],
         "world_model_exact_cells_after_a_step": tasks["world_model"].get("exact_cell_accuracy_after_a_step", NAN),
-        "world_model_exact_cells_ego_mapped": tasks["world_model"].get("exact_cell_accuracy_ego_mapped", NAN),
+        **_world_model_columns(metrics),
         "inverse_accuracy": tasks.get("inverse", {}).get("accuracy", NAN),
         "mission_exact_match": tasks.get("mission", {}).get("exact_match", NAN),
         **{column: _baseline(metrics, *where) for column, where in BASELINE_COLUMNS.items()},
@@ -487,7 +513,50 @@ def write_tables(sweep_dir: str | Path, evaluation: str = OWN_EVALUATION) -> tup
     markdown_path.write_text(markdown_table(summary))
     compact_path.write_text(compact_table(summary))
     jobs_path.write_text(jobs_table(jobs))
+    if jobs["world_model_exact_cells_ego_mapped"].notna().any():
+        (root / f"{stem}_world_model.md").write_text(world_model_table(jobs))
     return csv_path, markdown_path, compact_path, jobs_path
+
+
+# (column, its strongest baseline's column or None, lower is better): results_world_model.md
+WORLD_MODEL_COLUMNS = {
+    "success": ("success_rate", "random_success", False),
+    "action acc.": ("action_accuracy", "majority_action_accuracy", False),
+    "WM NLL (one-shot)": ("world_model_nll", "ego_mixture_world_model_nll", True),
+    "NLL, new in view": ("world_model_nll_new_in_view", "position_unigram_nll_new_in_view", True),
+    "exact cells after a step": ("world_model_exact_cells_after_a_step", "ego_copy_exact_cells", False),
+    "… ego-mapped": ("world_model_exact_cells_ego_mapped", None, False),
+    "… new in view": ("world_model_exact_cells_new_in_view", "ego_copy_exact_cells_new_in_view", False),
+    "imagination k=3": ("imagination_k3", "imagination_k3_copy", False),
+    "inverse acc.": ("inverse_accuracy", "direction_rule_inverse_accuracy", False),
+    "in-painting": ("inpainting_exact_cells", "inpainting_ego_copy", False),
+}
+
+
+def world_model_table(jobs: pd.DataFrame) -> str:
+    """Per level and row: each world-model figure as mean [95% t-interval across training seeds]
+    beside its strongest trivial baseline (mean over the jobs; the same windows for every job of
+    a level); **!** where the interval does not lie wholly beyond the baseline."""
+    jobs = jobs[jobs["world_model_exact_cells_ego_mapped"].notna()]
+    lines = []
+    for level, rows in jobs.groupby("level", sort=False):
+        split = ",".join(sorted(set(rows["split"])))
+        lines += [f"#### {level} ({split} split)", "", "| row | seeds | " + " | ".join(WORLD_MODEL_COLUMNS) + " |"]
+        lines.append("|" + "---|" * (len(WORLD_MODEL_COLUMNS) + 2))
+        for (strategy, prob, settings), group in rows.groupby(TABLE_KEYS[1:], dropna=False, sort=False):
+            cells = [_row_label(strategy, prob, settings), str(len(group))]
+            for value_column, baseline_column, lower in WORLD_MODEL_COLUMNS.values():
+                mean, low, high = t_interval(group[value_column].to_numpy())
+                text = f"{mean:.3f}" + ("" if pd.isna(low) else f" [{low:.3f}, {high:.3f}]")
+                if baseline_column is not None and not pd.isna(mean):
+                    reference = group[baseline_column].mean()
+                    edge = mean if pd.isna(low) else (high if lower else low)
+                    clear = edge < reference if lower else edge > reference
+                    text += f" vs {reference:.3f}" + ("" if clear else " **!**")
+                cells.append(text)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def reference_bands(rows: pd.DataFrame, references: tuple[str, ...] = REFERENCE_ROWS) -> list[tuple[str, float, float]]:

@@ -101,6 +101,30 @@ def test_the_table_averages_seeds_and_pools_episodes_for_the_interval(tmp_path: 
     assert "| 0.700 | 0.750 | 0.350 | 0.550 | 0.900 | 0.950 | 2 |" in table
 
 
+def test_the_world_model_table_sets_each_split_figure_beside_the_baseline_that_knows_the_geometry(
+    tmp_path: Path,
+) -> None:
+    from anyorder.results import write_tables
+
+    for seed, mapped in enumerate((0.97, 0.99, 0.98)):
+        directory = fake_job(tmp_path, "mixture_world", None, seed=seed, wins=45)
+        metrics = json.loads((directory / "eval" / "metrics.json").read_text())
+        metrics["tasks"]["world_model"] |= {"exact_cell_accuracy_ego_mapped": mapped, "share_ego_mapped": 0.7}
+        metrics["baselines"]["world_model.exact_cell_accuracy_after_a_step"]["ego_motion_copy"] = 0.6
+        metrics["baselines"]["inverse.accuracy"]["direction_rule"] = 1.0
+        metrics["imagination"] = {"k": [1, 2, 3], "model": [0.9, 0.8, 0.7], "ego_motion_copy": [1.0, 0.6, 0.5]}
+        (directory / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    fake_job(tmp_path, "uniform_t", None, seed=0, wins=40)  # a record from before the split: not in this table
+    write_tables(tmp_path)
+    table = (tmp_path / "results_world_model.md").read_text()
+    assert "uniform_t" not in table and table.count("| mixture_world | 3 |") == 1
+    # ego-mapped: mean 0.98, sd 0.01, t_{0.975,2} = 4.303 -> +- 0.0248
+    assert "| 0.980 [0.955, 1.005] |" in table
+    assert "0.700 [0.700, 0.700] vs 0.500 |" in table  # imagination at k = 3 beside the iterated copy
+    assert "0.700 [0.700, 0.700] vs 0.600 |" in table  # exact cells after a step clear the ego-motion copy
+    assert "vs 1.000 **!**" in table  # the inverse model does not clear the direction rule
+
+
 def test_a_row_reads_better_or_worse_than_a_reference_only_where_the_seed_intervals_are_disjoint(
     tmp_path: Path,
 ) -> None:
