@@ -25,10 +25,12 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from anyorder.checks import EVAL_RULES, check_settings
 from anyorder.data.episodes import read_meta
+from anyorder.data.layout import NUM_CELLS
 from anyorder.data.mixing import level_family
 from anyorder.errors import ConfigError, report_errors
 from anyorder.eval.baselines import RandomPolicy, StepView, TrainingPriors, compare, lookup, strongest
 from anyorder.eval.checkpoint import TrainedRun, load_trained
+from anyorder.eval.egomotion import EgoMotion, Motion
 from anyorder.eval.imagination import imagine
 from anyorder.eval.metrics import area_under_curve, wilson_interval
 from anyorder.eval.rollout import ExpertPolicy, ModelPolicy, RolloutResult, run_rollouts
@@ -110,7 +112,9 @@ def world_model_pictures(run: TrainedRun, evaluator: TaskEvaluator, count: int =
     loader = iter(run.datamodule.val_dataloader())
     batch = next(loader)
     keep = has_previous_step(batch)
-    moved = keep & (StepView.of(batch).previous[:, -1] != run.datamodule.tokenizer.vocabulary.action_ids[6])
+    motion = EgoMotion(run.datamodule.tokenizer.vocabulary)
+    previous = StepView.of(batch).previous
+    moved = keep & (motion.motion(previous[:, : NUM_CELLS * 3].view(-1, NUM_CELLS, 3), previous[:, -1]) != Motion.STAY)
     order = torch.argsort((moved.int() + keep.int()), descending=True, stable=True)[:count]
     batch = {key: value[order].to(run.module.device) for key, value in batch.items()}
     decoded = evaluator.decode(batch, world_model_query(batch))
@@ -202,6 +206,7 @@ def evaluate(cfg: DictConfig, output_dir: Path, job_board: Path | None = None) -
     baseline_intervals = tasks.pop("baseline_intervals")
     intervals = {"success_rate": clean["ci95"], **tasks.pop("intervals")}
     windows = tasks.pop("windows")
+    paired = tasks.pop("paired_differences")
     metrics = {
         "checkpoint": str(run.checkpoint),
         "level": level,
@@ -231,7 +236,9 @@ def evaluate(cfg: DictConfig, output_dir: Path, job_board: Path | None = None) -
     }
     metrics["baselines"] = baselines
     metrics["baseline_intervals"] = baseline_intervals
-    metrics["below_baseline"] = compare({"success_rate": metrics["success_rate"], **tasks}, baselines, intervals)
+    metrics["paired_differences"] = paired
+    values = {"success_rate": metrics["success_rate"], **tasks}
+    metrics["below_baseline"] = compare(values, baselines, intervals, paired)
     write_outputs(metrics, episodes, run, evaluator, output_dir, level, seeds, settings, job_board)
     return metrics
 
@@ -282,7 +289,7 @@ def write_outputs(
 
 def format_table(metrics: dict[str, Any]) -> str:
     """The printout: every metric with its 95% interval beside its trivial baselines (the
-    strongest first); ``!`` marks one whose interval does not clear the strongest."""
+    strongest first); ``!`` marks one that is not clear of the strongest (:func:`compare`)."""
     tasks, robust, baselines = metrics["tasks"], metrics["robustness"], metrics["baselines"]
     intervals = metrics.get("intervals", {})
     flagged = {line.split(" ")[0] for line in metrics["below_baseline"]}
@@ -307,24 +314,24 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"level {metrics['level']} (trained on {', '.join(metrics['trained_levels'])}"
         f"{'; a held-out family' if metrics['held_out_family'] else ''}), {metrics['split']} split: "
         f"closed-loop seeds [{metrics['seeds'][0]}, {metrics['seeds'][1]}), "
-        f"{metrics.get('query_windows', '?')} {metrics['offline_split']} windows; 95% intervals",
+        f"{metrics.get('query_windows', '?')} {metrics['offline_split']} windows; 95% intervals over episodes",
         row("success rate", "success_rate"),
         f"{'mean episode length (model / expert)':<46}{metrics['mean_episode_length']:>7.1f}  / "
         f"{expert['mean_length']:.1f}   ({expert['name']} success {expert['success_rate']:.3f})",
         row("world-model NLL (nats/obs token, one-shot)", "world_model.nll_per_token"),
-        row("  cells ego-mapped from the previous view", "world_model.nll_per_token_ego_mapped"),
-        row("  cells new in view", "world_model.nll_per_token_new_in_view"),
-        row("  first-step windows", "world_model.nll_per_token_first_step"),
+        row("  per cell token, ego-mapped from the previous view", "world_model.nll_per_token_ego_mapped"),
+        row("  per cell token, new in view", "world_model.nll_per_token_new_in_view"),
+        row("  per cell token, first-step windows", "world_model.nll_per_token_first_step"),
         row("world-model NLL (nats per cell)", "world_model.nll_per_cell"),
         row("world-model exact cells (decoded)", "world_model.exact_cell_accuracy"),
+        row("  impossible cells among them", "world_model.impossible_cell_share"),
         row("  after a real step", "world_model.exact_cell_accuracy_after_a_step"),
-        row(f"  ego-mapped ({share:.0%} of those)", "world_model.exact_cell_accuracy_ego_mapped"),
-        row(f"  new in view ({1 - share:.0%})", "world_model.exact_cell_accuracy_new_in_view"),
+        row(f"    ego-mapped ({share:.0%} of those)", "world_model.exact_cell_accuracy_ego_mapped"),
+        row(f"    new in view ({1 - share:.0%})", "world_model.exact_cell_accuracy_new_in_view"),
         row(
             f"  first-step windows ({world.get('share_first_step', float('nan')):.0%} of windows)",
             "world_model.exact_cell_accuracy_first_step",
         ),
-        row("  impossible cells among them", "world_model.impossible_cell_share"),
         row("action accuracy", "policy.accuracy"),
         row("inverse-model accuracy", "inverse.accuracy"),
         row("mission inference exact", "mission.exact_match"),
@@ -348,7 +355,7 @@ def format_table(metrics: dict[str, Any]) -> str:
         + f"   {robust['action_accuracy_area']:.3f}",
     ]
     if metrics["below_baseline"]:
-        lines.append("! not clear of the strongest trivial baseline (95% interval):")
+        lines.append("! not clear of the strongest trivial baseline (95% interval of the paired difference):")
         lines.extend(f"    {line}" for line in metrics["below_baseline"])
     return "\n".join(lines)
 

@@ -136,6 +136,8 @@ def _world_model_columns(metrics: dict) -> dict[str, float]:
         "world_model_nll_ego_mapped": world.get("nll_per_token_ego_mapped", NAN),
         "world_model_nll_new_in_view": world.get("nll_per_token_new_in_view", NAN),
         "share_ego_mapped": world.get("share_ego_mapped", NAN),
+        "ego_copy_exact_cells_ego_mapped": _baseline(metrics, "world_model.exact_cell_accuracy_ego_mapped",
+                                                     "ego_motion_copy"),
         "ego_copy_exact_cells_new_in_view": _baseline(metrics, "world_model.exact_cell_accuracy_new_in_view",
                                                       "ego_motion_copy"),
         "position_unigram_nll_new_in_view": _baseline(metrics, "world_model.nll_per_token_new_in_view",
@@ -525,7 +527,7 @@ WORLD_MODEL_COLUMNS = {
     "WM NLL (one-shot)": ("world_model_nll", "ego_mixture_world_model_nll", True),
     "NLL, new in view": ("world_model_nll_new_in_view", "position_unigram_nll_new_in_view", True),
     "exact cells after a step": ("world_model_exact_cells_after_a_step", "ego_copy_exact_cells", False),
-    "… ego-mapped": ("world_model_exact_cells_ego_mapped", None, False),
+    "… ego-mapped": ("world_model_exact_cells_ego_mapped", "ego_copy_exact_cells_ego_mapped", False),
     "… new in view": ("world_model_exact_cells_new_in_view", "ego_copy_exact_cells_new_in_view", False),
     "imagination k=3": ("imagination_k3", "imagination_k3_copy", False),
     "inverse acc.": ("inverse_accuracy", "direction_rule_inverse_accuracy", False),
@@ -546,10 +548,10 @@ def world_model_table(jobs: pd.DataFrame) -> str:
         for (strategy, prob, settings), group in rows.groupby(TABLE_KEYS[1:], dropna=False, sort=False):
             cells = [_row_label(strategy, prob, settings), str(len(group))]
             for value_column, baseline_column, lower in WORLD_MODEL_COLUMNS.values():
-                mean, low, high = t_interval(group[value_column].to_numpy())
+                mean, low, high = t_interval(group[value_column].dropna().to_numpy())
                 text = f"{mean:.3f}" + ("" if pd.isna(low) else f" [{low:.3f}, {high:.3f}]")
-                if baseline_column is not None and not pd.isna(mean):
-                    reference = group[baseline_column].mean()
+                reference = group[baseline_column].mean() if baseline_column is not None else NAN
+                if not pd.isna(mean) and not pd.isna(reference):
                     edge = mean if pd.isna(low) else (high if lower else low)
                     clear = edge < reference if lower else edge > reference
                     text += f" vs {reference:.3f}" + ("" if clear else " **!**")

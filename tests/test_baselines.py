@@ -23,7 +23,7 @@ from anyorder.eval.baselines import (
     strongest,
 )
 from anyorder.eval.egomotion import EgoMotion, Motion
-from anyorder.eval.metrics import WindowMean
+from anyorder.eval.metrics import ClusteredMean, paired_difference
 from anyorder.eval.tasks import hide_cells
 from anyorder.masking.queries import last_step
 
@@ -194,15 +194,31 @@ def test_the_structured_baselines_beat_the_frequency_ones_on_real_steps(walks) -
     assert strongest("world_model.nll_per_token", nll) == ("ego_motion_mixture", nll["ego_motion_mixture"])
 
 
-def test_a_window_mean_counts_windows_not_items_in_its_interval() -> None:
-    one, many = WindowMean(), WindowMean()
+def test_a_clustered_mean_counts_episodes_not_items_in_its_interval() -> None:
+    one, many = ClusteredMean(), ClusteredMean()
     values = torch.tensor([1.0, 0.0] * 50)
-    one.update(values, torch.arange(100))  # 100 windows of one item
-    many.update(values.repeat_interleave(10), torch.arange(100).repeat_interleave(10))  # 10 identical items each
-    assert one.compute() == many.compute() == 0.5
+    one.update(values, torch.arange(100))  # 100 episodes of one item
+    # the same episodes with 10 identical items each, arriving over two batches
+    repeated, clusters = values.repeat_interleave(10), torch.arange(100).repeat_interleave(10)
+    many.update(repeated[:555], clusters[:555])
+    many.update(repeated[555:], clusters[555:])  # episode 55 is split across the batches
+    assert one.compute() == many.compute() == 0.5 and many.clusters == 100
     assert one.interval() == pytest.approx(many.interval())  # copies of an item add no information
     low, high = one.interval()
-    assert low < 0.5 < high and high - low == pytest.approx(2 * 1.96 * 0.5 / np.sqrt(99), rel=1e-6)
+    # t_{0.975, 99} = 1.984; the ratio estimator's variance is n/(n-1) * sum r^2 / C^2 = 0.25/99
+    assert low < 0.5 < high and high - low == pytest.approx(2 * 1.984 * 0.5 / np.sqrt(99), rel=1e-3)
+
+
+def test_a_paired_difference_cancels_what_the_model_and_the_baseline_share() -> None:
+    generator = torch.Generator().manual_seed(0)
+    difficulty = torch.rand(200, generator=generator)  # per episode, shared by both
+    model, baseline = ClusteredMean(), ClusteredMean()
+    episodes = torch.arange(200)
+    model.update(difficulty + 0.02, episodes)
+    baseline.update(difficulty, episodes)
+    difference, low, _ = paired_difference(model, baseline)
+    assert difference == pytest.approx(0.02) and low > 0  # a constant edge is certain when paired
+    assert model.interval()[0] < baseline.compute()  # though the marginal intervals overlap
 
 
 def test_a_metric_that_beats_its_baseline_by_noise_only_is_flagged() -> None:
@@ -211,6 +227,13 @@ def test_a_metric_that_beats_its_baseline_by_noise_only_is_flagged() -> None:
     assert compare(values, baselines, {"policy.accuracy": [0.81, 0.83]}) == []
     flagged = compare(values, baselines, {"policy.accuracy": [0.75, 0.89]})
     assert len(flagged) == 1 and "does not beat rule 0.800" in flagged[0]  # against the strongest
+    # measured on the same episodes, the paired difference decides, whatever the marginal interval
+    assert (
+        compare(values, baselines, {"policy.accuracy": [0.75, 0.89]}, {"policy.accuracy": {"rule": [0.02, 0.01, 0.03]}})
+        == []
+    )
+    paired = {"policy.accuracy": {"rule": [0.02, -0.01, 0.05]}}
+    assert len(compare(values, baselines, {"policy.accuracy": [0.81, 0.83]}, paired)) == 1
 
 
 def test_imagination_feeds_the_model_its_own_views_and_scores_ego_mapped_cells(walks) -> None:

@@ -26,8 +26,9 @@ def test_batches_are_dicts_of_b_by_l_tensors(data_root: Path) -> None:
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     length = dm.tokenizer.sequence_length
-    assert set(batch) == {"input_ids", "kind", "step", "cell", "attention_mask"}
-    assert all(t.shape == (8, length) for t in batch.values())
+    assert set(batch) == {"input_ids", "kind", "step", "cell", "attention_mask", "episode"}
+    assert all(t.shape == (8, length) for key, t in batch.items() if key != "episode")
+    assert batch["episode"].shape == (8,)  # each window's episode: evaluation intervals cluster by it
     assert ((batch["kind"] == TokenKind.PAD) == ~batch["attention_mask"]).all()
 
 

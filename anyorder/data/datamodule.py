@@ -20,6 +20,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from anyorder.data.episodes import read_meta, read_table, step_columns
@@ -134,7 +135,9 @@ class WindowDataset(Dataset[TokenBatch]):
         valid = local >= 0
         rows = self.table.offsets[episode][:, None] + np.maximum(local, 0)
         steps = self.table.steps[rows].astype(np.int64)  # [B, K, STEP_LENGTH]
-        return self.tokenizer.assemble(self.table.missions[episode], steps, valid)
+        batch = self.tokenizer.assemble(self.table.missions[episode], steps, valid)
+        # which episode each window comes from: evaluation intervals treat an episode as one sample
+        return batch | {"episode": torch.from_numpy(episode.astype(np.int64))}
 
 
 class WindowBatchSampler(EpochSampler):

@@ -23,7 +23,8 @@ _EMPTY = OBJECT_TO_IDX["empty"]
 _DOOR = OBJECT_TO_IDX["door"]
 
 TokenBatch = dict[str, torch.Tensor]
-"""``input_ids``, ``kind``, ``step``, ``cell`` (int64) and ``attention_mask`` (bool), all ``[B, L]``."""
+"""``input_ids``, ``kind``, ``step``, ``cell`` (int64) and ``attention_mask`` (bool), all ``[B, L]``;
+the data module's batches also carry ``episode`` (int64 ``[B]``: each window's episode)."""
 
 
 @dataclass(frozen=True)

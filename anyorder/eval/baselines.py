@@ -43,7 +43,7 @@ from anyorder.data.layout import ATTRIBUTES_PER_CELL, CELL_KINDS, NUM_CELLS, STE
 from anyorder.data.tokenizer import TokenBatch
 from anyorder.data.vocabulary import Vocabulary
 from anyorder.eval.egomotion import EgoMotion
-from anyorder.eval.metrics import WindowMean, cell_scores, cell_units
+from anyorder.eval.metrics import ClusteredMean, batch_clusters, cell_scores, cell_units
 from anyorder.masking.queries import (
     OBSERVATION_KINDS,
     has_previous_step,
@@ -58,14 +58,18 @@ from anyorder.models.decoding import kind_constraints
 SMOOTHING = 0.5  # add-half counts over each kind's possible values: no value has probability zero
 OBSERVATION_LENGTH = NUM_CELLS * ATTRIBUTES_PER_CELL + 1  # a step's cells and direction
 MIXTURE_WEIGHTS = np.concatenate([np.linspace(0.5, 0.99, 50), 1 - np.logspace(-2.5, -6, 15)])
-FITTING_PAIRS = 20_000  # consecutive training steps the ego-motion mixture weight is fitted on
+FITTING_PAIRS = 50_000  # consecutive training steps the ego-motion rules are fitted on (at most)
 
 
-def step_pairs(table: EpisodeTable) -> tuple[np.ndarray, np.ndarray]:
-    """``(previous, next)`` encoded steps ``[P, STEP_LENGTH]`` of every consecutive pair within an episode."""
+def step_pairs(table: EpisodeTable, limit: int = FITTING_PAIRS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(previous, next)`` encoded steps ``[P, STEP_LENGTH]`` of consecutive pairs within an
+    episode: all of them, or ``limit`` drawn at random (the rules fitted on them have a handful of
+    parameters; a large dataset need not be copied whole)."""
     starts = np.arange(len(table.steps) - 1)
     episode_end = np.repeat(table.offsets + table.lengths, table.lengths)[:-1]
     starts = starts[starts + 1 < episode_end]
+    if len(starts) > limit:
+        starts = np.sort(np.random.default_rng(seed).choice(starts, size=limit, replace=False))
     return table.steps[starts].astype(np.int64), table.steps[starts + 1].astype(np.int64)
 
 
@@ -188,8 +192,7 @@ def fit_ego_weight(
     """The mixture weight with the highest likelihood of training steps (a grid up to 1 - 1e-6)."""
     if len(previous) == 0:
         return 0.5
-    pick = torch.from_numpy(np.random.default_rng(0).permutation(len(previous))[:FITTING_PAIRS])
-    previous, target = previous[pick], following[pick, :OBSERVATION_LENGTH]
+    target = following[:, :OBSERVATION_LENGTH]
     predicted, known = ego_prediction(egomotion, previous, log_position.argmax(dim=1))
     likelihoods = [float(ego_mixture_nll(log_position, predicted, known, target, w).mean()) for w in MIXTURE_WEIGHTS]
     return float(MIXTURE_WEIGHTS[int(np.argmin(likelihoods))])
@@ -290,10 +293,13 @@ class BaselineEvaluator:
     def __init__(self, priors: TrainingPriors, vocabulary: Vocabulary) -> None:
         self.priors = priors
         self.egomotion = EgoMotion(vocabulary)
-        self.means: dict[str, WindowMean] = {}
+        self.means: dict[str, ClusteredMean] = {}
+        self.windows = 0
+        self.clusters = torch.zeros(0, dtype=torch.long)
 
     def _add(self, name: str, values: torch.Tensor, rows: torch.Tensor) -> None:
-        self.means.setdefault(name, WindowMean()).update(values, rows)
+        """``values`` per item and the batch row (window) of each."""
+        self.means.setdefault(name, ClusteredMean()).update(values, self.clusters[rows.cpu()])
 
     def _add_at(self, name: str, values: torch.Tensor, where: torch.Tensor) -> None:
         """``values`` are the items at the True positions of ``where`` (bool ``[B, L]``), row-major."""
@@ -306,6 +312,8 @@ class BaselineEvaluator:
     def update(self, batch: TokenBatch, inpainting: torch.Tensor | None = None) -> None:
         """``inpainting``: the cells the model's in-painting query hid in this batch."""
         ids, kind = batch["input_ids"], batch["kind"]
+        self.clusters = batch_clusters(batch, self.windows).cpu()
+        self.windows += len(ids)
         priors = self.priors
         majority = priors.majority_action
         query = policy_query(batch)
@@ -363,7 +371,9 @@ class BaselineEvaluator:
         words = kind[:, 1 : 1 + length] == TokenKind.MISSION
         right = priors.mission.to(ids.device)[None] == ids[:, 1 : 1 + length]
         self._add("mission.token_accuracy/most_frequent", right[words].float(), words.nonzero()[:, 0])
-        self._add("mission.exact_match/most_frequent", (right | ~words).all(dim=1).float(), torch.arange(len(ids)))
+        asked = words.any(dim=1)  # as the model is scored: windows with a mission
+        exact = (right | ~words).all(dim=1).float()
+        self._add("mission.exact_match/most_frequent", exact[asked], asked.nonzero()[:, 0])
 
         if inpainting is not None and inpainting.any():
             visible_mode = view.scatter(priors.visible_mode.to(ids.device)[None].expand(len(ids), -1), 0)
@@ -439,11 +449,14 @@ def compare(
     values: dict[str, Any],
     baselines: dict[str, dict[str, float]],
     intervals: dict[str, list[float]] | None = None,
+    paired: dict[str, dict[str, list[float]]] | None = None,
 ) -> list[str]:
     """The metrics that do not beat their strongest baseline, as ``metric ... does not beat ...`` lines.
 
-    With ``intervals`` (the metric's 95% interval, by ``task.key``) a metric beats a baseline only
-    when its whole interval lies on the better side: a mean that beats it by noise is flagged.
+    Decided by an interval, not by the mean: with ``paired`` (``[model - baseline, low, high]`` on
+    the same episodes) the difference's 95% interval must exclude 0 on the better side; else, with
+    ``intervals`` (the metric's own 95% interval by ``task.key``), that interval must lie wholly
+    beyond the baseline's value; with neither, the mean decides.
     """
     flagged = []
     for metric, by_baseline in baselines.items():
@@ -452,12 +465,16 @@ def compare(
         if value is None or np.isnan(value) or best is None:
             continue
         baseline, reference = best
-        low, high = (intervals or {}).get(metric, (value, value))
         lower = any(word in metric for word in LOWER_IS_BETTER)
-        edge = high if lower else low
-        if np.isnan(edge):
-            edge = value
-        if not beats(metric, edge, reference):
-            shown = f"{value:.3f}" if low == high else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+        difference = (paired or {}).get(metric, {}).get(baseline)
+        if difference is not None and not np.isnan(difference[1]):
+            clear = difference[2] < 0 if lower else difference[1] > 0
+            shown = f"{value:.3f} (difference {difference[0]:+.3f} [{difference[1]:+.3f}, {difference[2]:+.3f}])"
+        else:
+            low, high = (intervals or {}).get(metric, (float("nan"), float("nan")))
+            edge = value if np.isnan(low) else (high if lower else low)
+            clear = beats(metric, edge, reference)
+            shown = f"{value:.3f}" if np.isnan(low) else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+        if not clear:
             flagged.append(f"{metric} {shown} does not beat {baseline} {reference:.3f}")
     return flagged

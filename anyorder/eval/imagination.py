@@ -20,7 +20,7 @@ from anyorder.data.layout import NUM_CELLS, STEP_LENGTH
 from anyorder.data.tokenizer import TokenBatch, TrajectoryTokenizer
 from anyorder.eval.baselines import OBSERVATION_LENGTH, ego_prediction
 from anyorder.eval.egomotion import EgoMotion
-from anyorder.eval.metrics import WindowMean
+from anyorder.eval.metrics import ClusteredMean
 from anyorder.masking.queries import last_step, world_model_query
 
 Decoder = Callable[[TokenBatch, torch.Tensor], torch.Tensor]
@@ -54,11 +54,11 @@ def imagine(
     batch_size: int = 64,
 ) -> dict:
     """Exact cells on ego-mapped cells at k = 1..``horizon``, the model's and the iterated copy's,
-    with 95% intervals over rollouts. ``fill``: the position mode (cells new in view, for the copy)."""
+    with 95% intervals over episodes. ``fill``: the position mode (cells new in view, for the copy)."""
     egomotion = EgoMotion(tokenizer.vocabulary)
     episodes = starting_episodes(table, horizon, max_rollouts)
-    model = [WindowMean() for _ in range(horizon)]
-    copy = [WindowMean() for _ in range(horizon)]
+    model = [ClusteredMean() for _ in range(horizon)]
+    copy = [ClusteredMean() for _ in range(horizon)]
     for start in range(0, len(episodes), batch_size):
         chosen = episodes[start : start + batch_size]
         rows = table.offsets[chosen][:, None] + np.arange(horizon + 1)[None]
@@ -78,7 +78,7 @@ def imagine(
             _, known = ego_prediction(egomotion, truth[:, k - 1], fill)
             mapped = known[:, :CELL_TOKENS:3]
             cells = truth[:, k, :CELL_TOKENS].view(-1, NUM_CELLS, 3)
-            index = torch.arange(len(chosen))[:, None].expand_as(mapped)[mapped]
+            index = torch.from_numpy(chosen)[:, None].expand_as(mapped)[mapped]  # one cluster per episode
             for means, guess in ((model, imagined), (copy, copied)):
                 right = (guess[:, k, :CELL_TOKENS].view(-1, NUM_CELLS, 3) == cells).all(dim=2)
                 means[k - 1].update(right[mapped].float(), index)

@@ -81,50 +81,88 @@ def exact_cells(
     return cell_scores(predicted, target, scored, units)[0]
 
 
-class WindowMean:
-    """A mean over items (tokens, cells, actions) that come in windows, with a 95% interval.
+class ClusteredMean:
+    """A mean over items (tokens, cells, actions) that come in clusters, with a 95% interval.
 
-    Items of one window are not independent (the cells of one view, the tokens of one step), so
-    the interval treats windows as the sampled units: the ratio estimator ``sum s_w / sum c_w``
-    over windows w with item sum ``s_w`` and count ``c_w``, its variance by linearisation,
-    ``n / (n - 1) * sum (s_w - r c_w)^2 / (sum c_w)^2``.
+    Items of one episode are not independent (the cells of one view, the overlapping windows of
+    one episode), so the interval treats clusters -- episodes where the batch says which
+    (``batch["episode"]``), else windows -- as the sampled units: the ratio estimator
+    ``r = sum s_e / sum c_e`` over clusters e with item sum ``s_e`` and count ``c_e``, its
+    variance by linearisation, ``n / (n - 1) * sum (s_e - r c_e)^2 / (sum c_e)^2``, and a
+    t-quantile with n - 1 degrees of freedom.
     """
 
     def __init__(self) -> None:
+        self.ids: list[np.ndarray] = []
         self.sums: list[np.ndarray] = []
         self.counts: list[np.ndarray] = []
 
-    def update(self, values: torch.Tensor, rows: torch.Tensor) -> None:
-        """``values`` per item and the row (window) of the batch each item belongs to."""
+    def update(self, values: torch.Tensor, clusters: torch.Tensor) -> None:
+        """``values`` per item and the cluster id (an int64, any range) each item belongs to."""
         if values.numel() == 0:
             return
-        rows = rows.detach().cpu().long()
-        size = int(rows.max()) + 1
-        sums = torch.zeros(size, dtype=torch.float64).index_add_(0, rows, values.detach().cpu().double())
-        counts = torch.bincount(rows, minlength=size)
-        keep = counts > 0
-        self.sums.append(sums[keep].numpy())
-        self.counts.append(counts[keep].numpy().astype(np.float64))
+        ids, inverse = torch.unique(clusters.detach().cpu().long(), return_inverse=True)
+        sums = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, inverse, values.detach().cpu().double())
+        self.ids.append(ids.numpy())
+        self.sums.append(sums.numpy())
+        self.counts.append(torch.bincount(inverse, minlength=len(ids)).numpy().astype(np.float64))
+
+    def totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cluster ids (sorted) with each one's item sum and count, over every update."""
+        if not self.ids:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+        ids, inverse = np.unique(np.concatenate(self.ids), return_inverse=True)
+        sums = np.bincount(inverse, weights=np.concatenate(self.sums), minlength=len(ids))
+        counts = np.bincount(inverse, weights=np.concatenate(self.counts), minlength=len(ids))
+        return ids, sums, counts
 
     @property
-    def windows(self) -> int:
-        return int(sum(len(c) for c in self.counts))
-
-    @property
-    def items(self) -> int:
-        return int(sum(c.sum() for c in self.counts))
+    def clusters(self) -> int:
+        return len(self.totals()[0])
 
     def compute(self) -> float:
-        total = sum(c.sum() for c in self.counts)
-        return float(sum(s.sum() for s in self.sums) / total) if total else float("nan")
+        _, sums, counts = self.totals()
+        return float(sums.sum() / counts.sum()) if counts.sum() else float("nan")
 
-    def interval(self, z: float = 1.96) -> tuple[float, float]:
-        """95% interval of :meth:`compute` (NaN with fewer than two windows)."""
-        if self.windows < 2:
-            return float("nan"), float("nan")
-        sums, counts = np.concatenate(self.sums), np.concatenate(self.counts)
-        ratio = sums.sum() / counts.sum()
+    def interval(self) -> tuple[float, float]:
+        """95% interval of :meth:`compute` (NaN with fewer than two clusters)."""
+        _, sums, counts = self.totals()
         n = len(sums)
-        variance = n / (n - 1) * np.sum((sums - ratio * counts) ** 2) / counts.sum() ** 2
-        half = z * math.sqrt(variance)
+        if n < 2:
+            return float("nan"), float("nan")
+        ratio = sums.sum() / counts.sum()
+        residual = (sums - ratio * counts) / counts.sum()
+        half = t_quantile_975(n - 1) * math.sqrt(n / (n - 1) * np.sum(residual**2))
         return max(0.0, float(ratio - half)), float(ratio + half)  # every metric here is non-negative
+
+
+def batch_clusters(batch: dict[str, torch.Tensor], first_window: int) -> torch.Tensor:
+    """long ``[B]``: each window's cluster -- its episode where the batch carries one (windows of
+    the data module do), else the window itself, numbered from ``first_window``."""
+    if "episode" in batch:
+        return batch["episode"].long()
+    return first_window + torch.arange(batch["input_ids"].shape[0], device=batch["input_ids"].device)
+
+
+def paired_difference(first: ClusteredMean, second: ClusteredMean) -> tuple[float, float, float]:
+    """``first - second`` measured on the same clusters, and its 95% interval: what the two share
+    (a hard episode is hard for both) cancels, so a model is told apart from a baseline on the
+    same windows by their difference, not by two overlapping marginal intervals."""
+    ids_a, sums_a, counts_a = first.totals()
+    ids_b, sums_b, counts_b = second.totals()
+    ids = np.union1d(ids_a, ids_b)
+    n = len(ids)
+    if n < 2 or not counts_a.sum() or not counts_b.sum():
+        return float("nan"), float("nan"), float("nan")
+
+    def residuals(own: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> tuple[float, np.ndarray]:
+        ratio = sums.sum() / counts.sum()
+        out = np.zeros(n)
+        out[np.searchsorted(ids, own)] = (sums - ratio * counts) / counts.sum()
+        return ratio, out
+
+    ratio_a, residual_a = residuals(ids_a, sums_a, counts_a)
+    ratio_b, residual_b = residuals(ids_b, sums_b, counts_b)
+    half = t_quantile_975(n - 1) * math.sqrt(n / (n - 1) * np.sum((residual_a - residual_b) ** 2))
+    difference = float(ratio_a - ratio_b)
+    return difference, difference - half, difference + half

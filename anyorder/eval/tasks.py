@@ -36,7 +36,7 @@ from anyorder.eval.baselines import (
     impossible_cells,
 )
 from anyorder.eval.egomotion import EgoMotion
-from anyorder.eval.metrics import WindowMean, cell_scores, cell_units
+from anyorder.eval.metrics import ClusteredMean, batch_clusters, cell_scores, cell_units, paired_difference
 from anyorder.masking.queries import (
     OBSERVATION_KINDS,
     has_previous_step,
@@ -82,8 +82,8 @@ def hide_cells(
 class TaskEvaluator:
     """Runs every task (and the robustness sweep of the policy task) over a dataloader.
 
-    Every metric is a :class:`WindowMean` named ``task.key`` (its value in ``compute()[task][key]``,
-    its 95% interval over windows in ``compute()["intervals"]["task.key"]``). The world model is
+    Every metric is a :class:`ClusteredMean` named ``task.key`` (its value in ``compute()[task][key]``,
+    its 95% interval over episodes in ``compute()["intervals"]["task.key"]``). The world model is
     also scored apart on what the previous view determines (:class:`PredictableSplit`): cells
     ego-mapped from it, cells new in view, and windows at an episode's first step, with the
     share of each.
@@ -109,13 +109,16 @@ class TaskEvaluator:
         self.allowed = kind_constraints(vocabulary)
         self.unseen_id = int(vocabulary.object_ids[0])
         self.egomotion = EgoMotion(vocabulary)
-        self.means: dict[str, WindowMean] = {}
+        self.means: dict[str, ClusteredMean] = {}
+        self.windows = 0
+        self.clusters = torch.zeros(0, dtype=torch.long)
         self.baselines = BaselineEvaluator(priors, vocabulary) if priors is not None else None
         self.triples = priors.cell_triples if priors is not None else None  # joint decoding of cells
 
     # -- helpers ----------------------------------------------------------------------------
     def _add(self, name: str, values: torch.Tensor, rows: torch.Tensor) -> None:
-        self.means.setdefault(name, WindowMean()).update(values, rows)
+        """``values`` per item and the batch row (window) of each."""
+        self.means.setdefault(name, ClusteredMean()).update(values, self.clusters[rows.cpu()])
 
     def _add_at(self, name: str, values: torch.Tensor, where: torch.Tensor) -> None:
         """``values``: one per True position of ``where`` (bool ``[B, L]``), in row-major order."""
@@ -153,6 +156,8 @@ class TaskEvaluator:
     def update(self, batch: TokenBatch) -> None:
         batch = {key: value.to(self.module.device) for key, value in batch.items()}
         targets = batch["input_ids"]
+        self.clusters = batch_clusters(batch, self.windows).cpu()
+        self.windows += len(targets)
 
         query = policy_query(batch)
         self._add_at("policy.accuracy", self._action_prediction(batch, query), query)
@@ -224,10 +229,20 @@ class TaskEvaluator:
             task, key = name.split(".", 1)
             out.setdefault(task, {})[key] = mean.compute()
         out["intervals"] = {name: list(mean.interval()) for name, mean in self.means.items()}
-        out["windows"] = max((mean.windows for mean in self.means.values()), default=0)
+        out["windows"] = self.windows
         if self.baselines is not None:
             out["baselines"] = self.baselines.compute()
             out["baseline_intervals"] = self.baselines.intervals()
+            out["paired_differences"] = self.paired_differences()
+        return out
+
+    def paired_differences(self) -> dict[str, dict[str, list[float]]]:
+        """``{metric: {baseline: [model - baseline, low, high]}}`` on the same episodes."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for name, baseline in self.baselines.means.items() if self.baselines is not None else ():
+            metric = name.split("/")[0]
+            if metric in self.means:
+                out.setdefault(metric, {})[name.split("/")[1]] = list(paired_difference(self.means[metric], baseline))
         return out
 
     def run(self, batches: Iterable[TokenBatch], max_batches: int | None = None, progress: bool = False) -> dict:

@@ -147,7 +147,7 @@ class PreNormEncoder(nn.Module):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         hidden = self.tokens(input_ids) + self.positions(positions)
         if self.layout is not None:
-            hidden = hidden + self.layout()
+            hidden = hidden + self.layout()[: input_ids.shape[1]]
         hidden = self.encoder(hidden, src_key_padding_mask=~attention_mask.bool())
         return self.head(self.norm(hidden))
 
