@@ -154,6 +154,36 @@ def test_router_chooses_on_biased_scores_within_the_best_groups_and_weighs_unbia
     torch.testing.assert_close(weights, torch.full((3, 2), 0.5 * config.routed_scaling_factor))
 
 
+def test_under_bf16_autocast_the_router_chooses_and_weighs_as_in_float32() -> None:
+    config = random_config(1, num_experts=16, n_group=4, topk_group=2, num_experts_per_tok=4)
+    router = Router(config)
+    with torch.no_grad():
+        router.weight.normal_(std=1.0)  # scores spread out: close calls are where bf16 would differ
+    x = torch.randn(512, config.hidden_size)
+    chosen, weights = router(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        chosen_bf16, weights_bf16 = router(x)
+    assert torch.equal(chosen_bf16, chosen) and weights_bf16.dtype == torch.float32
+    torch.testing.assert_close(weights_bf16, weights)
+
+
+def test_every_module_with_its_own_tensors_initialises_them_in_place_for_a_meta_device_start() -> None:
+    """FSDP materialises a model built on the meta device (every rank but 0) by calling each
+    module's ``reset_parameters``: a module holding tensors without one cannot start there."""
+    config = random_config(2)
+    with torch.device("meta"):
+        model = LLaDA2MoE(config)
+    for name, module in model.named_modules():
+        if list(module.parameters(recurse=False)) or list(module.buffers(recurse=False)):
+            assert hasattr(module, "reset_parameters"), name
+    model.to_empty(device="cpu")
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert model(torch.randint(0, config.vocab_size, (1, 8))).shape == (1, 8, config.vocab_size)
+
+
 # -- checkpoints in and out ---------------------------------------------------------------
 def test_a_sharded_save_loads_back_with_the_same_logits(tmp_path: Path) -> None:
     model = random_model(random_config(1))

@@ -109,8 +109,13 @@ class RMSNorm(nn.Module):
 
     def __init__(self, size: int, eps: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
+        self.weight = nn.Parameter(torch.empty(size))
         self.eps = eps
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise in place: FSDP calls this on a rank that built the model on the meta device."""
+        nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
@@ -207,6 +212,10 @@ class Experts(nn.Module):
         self.gate_proj = nn.Parameter(torch.empty(num_experts, width, hidden_size))
         self.up_proj = nn.Parameter(torch.empty(num_experts, width, hidden_size))
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, width))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise in place (see :meth:`RMSNorm.reset_parameters`)."""
         for weight in (self.gate_proj, self.up_proj, self.down_proj):
             nn.init.normal_(weight, std=0.02)
 
@@ -242,11 +251,22 @@ class Router(nn.Module):
         self.top_k, self.groups, self.top_groups = config.num_experts_per_tok, config.n_group, config.topk_group
         self.scale = config.routed_scaling_factor
         self.weight = nn.Parameter(torch.empty(config.num_experts, config.hidden_size))
-        nn.init.normal_(self.weight, std=0.02)
         # a load-balancing statistic of pre-training, fixed while fine-tuning (a buffer, not a parameter)
         self.register_buffer("expert_bias", torch.zeros(config.num_experts))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise in place (see :meth:`RMSNorm.reset_parameters`); a checkpoint overwrites both."""
+        nn.init.normal_(self.weight, std=0.02)
+        nn.init.zeros_(self.expert_bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # in float32 even under autocast, which would turn this linear back into bf16 and let
+        # training choose other experts than evaluation (measured: 6% of tokens on a mini router)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._route(x)
+
+    def _route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scores = torch.sigmoid(F.linear(x.float(), self.weight.float()))  # [T, E]
         biased = (scores + self.expert_bias.float()).detach()
         by_group = biased.view(len(x), self.groups, -1)
