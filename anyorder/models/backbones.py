@@ -9,11 +9,13 @@ pretrained backbones (LLaDA2.0-mini, any local HF model) plug in behind the same
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreTrainedModel
 
@@ -130,8 +132,12 @@ class PreNormEncoder(nn.Module):
         self.tokens = nn.Embedding(vocab_size, hidden_size)
         self.positions = nn.Embedding(max_length, hidden_size)
         self.layout = LayoutEmbedding(window, mission_length, max_length, hidden_size) if window else None
+        # GELU as a function, not the string "gelu", keeps eval mode off torch's inference fast path
+        # for encoder layers, which ran at half the regular path's speed here (1.56 s against 0.79 s
+        # per forward of 32 x 312 tokens on one CPU core): evaluation and rollouts run twice as fast
+        gelu = functools.partial(F.gelu, approximate="none")
         layer = nn.TransformerEncoderLayer(
-            hidden_size, num_heads, intermediate_size, dropout, activation="gelu", batch_first=True, norm_first=True
+            hidden_size, num_heads, intermediate_size, dropout, activation=gelu, batch_first=True, norm_first=True
         )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden_size)
