@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreTrainedModel
 
