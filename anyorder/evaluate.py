@@ -319,9 +319,9 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"{'mean episode length (model / expert)':<46}{metrics['mean_episode_length']:>7.1f}  / "
         f"{expert['mean_length']:.1f}   ({expert['name']} success {expert['success_rate']:.3f})",
         row("world-model NLL (nats/obs token, one-shot)", "world_model.nll_per_token"),
-        row("  per cell token, ego-mapped from the previous view", "world_model.nll_per_token_ego_mapped"),
-        row("  per cell token, new in view", "world_model.nll_per_token_new_in_view"),
-        row("  per cell token, first-step windows", "world_model.nll_per_token_first_step"),
+        row("  per cell token: ego-mapped", "world_model.nll_per_token_ego_mapped"),
+        row("  per cell token: new in view", "world_model.nll_per_token_new_in_view"),
+        row("  per cell token: first-step windows", "world_model.nll_per_token_first_step"),
         row("world-model NLL (nats per cell)", "world_model.nll_per_cell"),
         row("world-model exact cells (decoded)", "world_model.exact_cell_accuracy"),
         row("  impossible cells among them", "world_model.impossible_cell_share"),
