@@ -43,7 +43,7 @@ from anyorder.data.layout import ATTRIBUTES_PER_CELL, CELL_KINDS, NUM_CELLS, STE
 from anyorder.data.tokenizer import TokenBatch
 from anyorder.data.vocabulary import Vocabulary
 from anyorder.eval.egomotion import EgoMotion
-from anyorder.eval.metrics import ClusteredMean, batch_clusters, cell_scores, cell_units
+from anyorder.eval.metrics import ClusteredMetrics
 from anyorder.masking.queries import (
     OBSERVATION_KINDS,
     has_previous_step,
@@ -287,33 +287,19 @@ class PredictableSplit:
         )
 
 
-class BaselineEvaluator:
+class BaselineEvaluator(ClusteredMetrics):
     """The offline queries of :class:`anyorder.eval.tasks.TaskEvaluator`, answered by the priors."""
 
     def __init__(self, priors: TrainingPriors, vocabulary: Vocabulary) -> None:
         self.priors = priors
         self.egomotion = EgoMotion(vocabulary)
-        self.means: dict[str, ClusteredMean] = {}
-        self.windows = 0
-        self.clusters = torch.zeros(0, dtype=torch.long)
-
-    def _add(self, name: str, values: torch.Tensor, rows: torch.Tensor) -> None:
-        """``values`` per item and the batch row (window) of each."""
-        self.means.setdefault(name, ClusteredMean()).update(values, self.clusters[rows.cpu()])
-
-    def _add_at(self, name: str, values: torch.Tensor, where: torch.Tensor) -> None:
-        """``values`` are the items at the True positions of ``where`` (bool ``[B, L]``), row-major."""
-        self._add(name, values, where.nonzero()[:, 0])
-
-    def _add_cells(self, name: str, predicted: torch.Tensor, batch: TokenBatch, scored: torch.Tensor) -> None:
-        self._add(name, *cell_scores(predicted, batch["input_ids"], scored, cell_units(batch)))
+        super().__init__()
 
     @torch.no_grad()
     def update(self, batch: TokenBatch, inpainting: torch.Tensor | None = None) -> None:
         """``inpainting``: the cells the model's in-painting query hid in this batch."""
         ids, kind = batch["input_ids"], batch["kind"]
-        self.clusters = batch_clusters(batch, self.windows).cpu()
-        self.windows += len(ids)
+        self.start_batch(batch)
         priors = self.priors
         majority = priors.majority_action
         query = policy_query(batch)

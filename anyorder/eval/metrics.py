@@ -166,3 +166,31 @@ def paired_difference(first: ClusteredMean, second: ClusteredMean) -> tuple[floa
     half = t_quantile_975(n - 1) * math.sqrt(n / (n - 1) * np.sum((residual_a - residual_b) ** 2))
     difference = float(ratio_a - ratio_b)
     return difference, difference - half, difference + half
+
+
+class ClusteredMetrics:
+    """Named :class:`ClusteredMean` metrics fed batch by batch, each item filed under its window's
+    cluster: what the model's and the baselines' evaluators share, so that they pair by episode."""
+
+    def __init__(self) -> None:
+        self.means: dict[str, ClusteredMean] = {}
+        self.windows = 0
+        self.clusters = torch.zeros(0, dtype=torch.long)
+
+    def start_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        """Number this batch's windows (their episodes where the batch says)."""
+        self.clusters = batch_clusters(batch, self.windows).cpu()
+        self.windows += batch["input_ids"].shape[0]
+
+    def _add(self, name: str, values: torch.Tensor, rows: torch.Tensor) -> None:
+        """``values`` per item and the batch row (window) of each."""
+        self.means.setdefault(name, ClusteredMean()).update(values, self.clusters[rows.cpu()])
+
+    def _add_at(self, name: str, values: torch.Tensor, where: torch.Tensor) -> None:
+        """``values``: one per True position of ``where`` (bool ``[B, L]``), in row-major order."""
+        self._add(name, values, where.nonzero()[:, 0])
+
+    def _add_cells(
+        self, name: str, predicted: torch.Tensor, batch: dict[str, torch.Tensor], scored: torch.Tensor
+    ) -> None:
+        self._add(name, *cell_scores(predicted, batch["input_ids"], scored, cell_units(batch)))

@@ -36,7 +36,7 @@ from anyorder.eval.baselines import (
     impossible_cells,
 )
 from anyorder.eval.egomotion import EgoMotion
-from anyorder.eval.metrics import ClusteredMean, batch_clusters, cell_scores, cell_units, paired_difference
+from anyorder.eval.metrics import ClusteredMetrics, cell_units, paired_difference
 from anyorder.masking.queries import (
     OBSERVATION_KINDS,
     has_previous_step,
@@ -79,7 +79,7 @@ def hide_cells(
     return torch.gather(hidden_units, 1, units.clamp(min=0)) & (units >= 0) & steps
 
 
-class TaskEvaluator:
+class TaskEvaluator(ClusteredMetrics):
     """Runs every task (and the robustness sweep of the policy task) over a dataloader.
 
     Every metric is a :class:`ClusteredMean` named ``task.key`` (its value in ``compute()[task][key]``,
@@ -109,24 +109,11 @@ class TaskEvaluator:
         self.allowed = kind_constraints(vocabulary)
         self.unseen_id = int(vocabulary.object_ids[0])
         self.egomotion = EgoMotion(vocabulary)
-        self.means: dict[str, ClusteredMean] = {}
-        self.windows = 0
-        self.clusters = torch.zeros(0, dtype=torch.long)
+        super().__init__()
         self.baselines = BaselineEvaluator(priors, vocabulary) if priors is not None else None
         self.triples = priors.cell_triples if priors is not None else None  # joint decoding of cells
 
     # -- helpers ----------------------------------------------------------------------------
-    def _add(self, name: str, values: torch.Tensor, rows: torch.Tensor) -> None:
-        """``values`` per item and the batch row (window) of each."""
-        self.means.setdefault(name, ClusteredMean()).update(values, self.clusters[rows.cpu()])
-
-    def _add_at(self, name: str, values: torch.Tensor, where: torch.Tensor) -> None:
-        """``values``: one per True position of ``where`` (bool ``[B, L]``), in row-major order."""
-        self._add(name, values, where.nonzero()[:, 0])
-
-    def _add_cells(self, name: str, predicted: torch.Tensor, batch: TokenBatch, scored: torch.Tensor) -> None:
-        self._add(name, *cell_scores(predicted, batch["input_ids"], scored, cell_units(batch)))
-
     def _action_prediction(
         self, batch: TokenBatch, query: torch.Tensor, scored: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -156,8 +143,7 @@ class TaskEvaluator:
     def update(self, batch: TokenBatch) -> None:
         batch = {key: value.to(self.module.device) for key, value in batch.items()}
         targets = batch["input_ids"]
-        self.clusters = batch_clusters(batch, self.windows).cpu()
-        self.windows += len(targets)
+        self.start_batch(batch)
 
         query = policy_query(batch)
         self._add_at("policy.accuracy", self._action_prediction(batch, query), query)
