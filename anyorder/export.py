@@ -1,42 +1,80 @@
 """``anyorder-export``: a fine-tuned LLaDA2.0 run back as a LLaDA2.0 checkpoint directory.
 
-This is the inverse of loading: the run's checkpoint (a file, or FSDP's sharded directory)
-is applied to the base model it was trained from, LoRA adapters are merged, and the model
-is written with the original key names (experts split again) so that the upstream
-inference code loads it as it loads the released weights.
+This is the inverse of loading: the run's checkpoint (a file, or a sharded run's directory)
+fills a skeleton of the model (full fine-tuning: the base is never read) or the base it was
+trained from (LoRA: the adapters are then merged, in float32), and the model is written
+with the original key names (experts split again) so that the upstream inference code
+loads it as it loads the released weights.
 
 anyorder-export ckpt_path=outputs/train/<run>/checkpoints/last.ckpt out=exports/llada2-babyai
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig
 
-from anyorder.errors import ConfigError, report_errors
+from anyorder.data.datamodule import TrajectoryDataModule
+from anyorder.errors import ConfigError, DataError, report_errors
 from anyorder.eval.checkpoint import load_trained
-from anyorder.models.llada2 import LLaDA2MoE
+from anyorder.masking.queries import world_model_query
+from anyorder.models.llada2 import LLaDA2MoE, from_pretrained
 from anyorder.models.llada2_checkpoint import save_pretrained
 from anyorder.models.lora import merge_lora
+from anyorder.models.module import AnyOrderModule
+from anyorder.models.objective import token_nll
 from anyorder.naming import register_resolvers
 
 
-def export(ckpt_path: str | Path, out: str | Path, dtype: str = "bfloat16", max_shard_gb: float = 5.0) -> Path:
-    """Write the run of ``ckpt_path`` to ``out``; returns ``out``."""
+def export(
+    ckpt_path: str | Path, out: str | Path, dtype: str = "bfloat16", max_shard_gb: float = 5.0, check_batches: int = 2
+) -> Path:
+    """Write the run of ``ckpt_path`` to ``out``; returns ``out``.
+
+    LoRA adapters are folded into the weights in float32 and rounded once to ``dtype``. With
+    ``check_batches`` the written directory is loaded back and scored against the trained model
+    on that many validation batches (the world-model query's NLL): an export that does not
+    compute what was trained is an error, not a file.
+    """
     run = load_trained(ckpt_path)
     backbone = run.module.backbone
     if not isinstance(backbone, LLaDA2MoE):
         raise ConfigError(
             "ckpt_path", f"export writes LLaDA2.0 checkpoints; this run's backbone is a {type(backbone).__name__}"
         )
-    merge_lora(backbone)
+    trained = query_nll(run.module, run.datamodule, check_batches) if check_batches else None
+    # bf16 (the trained model's or the export's) allows its relative precision, 2^-8; float32 far less
+    bf16 = dtype == "bfloat16" or any(p.dtype == torch.bfloat16 for p in backbone.parameters())
+    tolerance = 1e-2 if bf16 else 1e-4
+    merge_lora(backbone, dtype=torch.float32)
     source = run.config.model.get("path")
-    return save_pretrained(
+    written = save_pretrained(
         backbone, out, source=source, dtype=getattr(torch, dtype), max_shard_bytes=int(max_shard_gb * 2**30)
     )
+    if trained is not None:
+        del backbone
+        run.module.backbone = from_pretrained(written, dtype=dtype)
+        loaded = query_nll(run.module, run.datamodule, check_batches)
+        print(f"world-model NLL on {check_batches} val batches: trained {trained:.5f}, exported {loaded:.5f}")
+        if abs(loaded - trained) > tolerance * max(1.0, abs(trained)):
+            raise DataError(written, f"the export computes another function (NLL {loaded:.5f}, trained {trained:.5f})")
+    return written
+
+
+@torch.no_grad()
+def query_nll(module: AnyOrderModule, datamodule: TrajectoryDataModule, batches: int) -> float:
+    """Mean NLL of the hidden last step given the rest (a deterministic query) over ``batches`` val batches."""
+    module.eval()
+    total, count = 0.0, 0
+    for batch in itertools.islice(datamodule.val_dataloader(), batches):
+        query = world_model_query(batch)
+        nll = token_nll(module(batch, query).float(), batch["input_ids"], query)
+        total, count = total + float(nll.sum()), count + nll.numel()
+    return total / max(count, 1)
 
 
 register_resolvers()
@@ -45,7 +83,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     with report_errors():
-        out = export(cfg.ckpt_path, cfg.out, cfg.dtype, cfg.max_shard_gb)
+        out = export(cfg.ckpt_path, cfg.out, cfg.dtype, cfg.max_shard_gb, cfg.check_batches)
     print(f"exported to {out}")
 
 

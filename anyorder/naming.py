@@ -102,6 +102,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("stdout_is_tty", stdout_is_tty)
     if not OmegaConf.has_resolver("record_subdir"):
         OmegaConf.register_new_resolver("record_subdir", record_subdir)
+    if not OmegaConf.has_resolver("full_fine_tuning"):  # lora.r of 0 (or no lora node): every weight trains
+        OmegaConf.register_new_resolver("full_fine_tuning", lambda lora_r: not lora_r)
     if not OmegaConf.has_resolver("job_dirname"):
         OmegaConf.register_new_resolver(
             "job_dirname", lambda overrides, params=None: job_dirname(list(overrides), dict(params or {}))

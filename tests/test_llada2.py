@@ -17,7 +17,7 @@ from anyorder.data.vocabulary import text_vocabulary
 from anyorder.errors import ConfigError, DataError
 from anyorder.eval.checkpoint import load_trained
 from anyorder.export import export
-from anyorder.models.llada2 import DecoderLayer, Experts, LLaDA2Config, LLaDA2MoE, Router, from_pretrained
+from anyorder.models.llada2 import Experts, LLaDA2Config, LLaDA2MoE, Router, from_pretrained
 from anyorder.models.llada2_checkpoint import checkpoint_state_dict, save_pretrained
 from anyorder.models.lora import LoRALinear, merge_lora
 from anyorder.train import build_module, train
@@ -309,29 +309,17 @@ def test_merging_adapters_keeps_the_function() -> None:
 
 
 # -- sharding -----------------------------------------------------------------------------
-def test_fsdp_wraps_one_decoder_layer_per_unit(compose_train) -> None:
-    cfg = compose_train("strategy=fsdp", "trainer=gpu")
-    strategy = instantiate(cfg.trainer.strategy)
-    policy = strategy.kwargs["auto_wrap_policy"]
-    model = random_model(random_config(0))
-    units = [name for name, m in model.named_modules() if policy(module=m, recurse=False, nonwrapped_numel=0)]
-    assert units == [f"model.layers.{i}" for i in range(3)]
-    assert all(isinstance(model.get_submodule(name), DecoderLayer) for name in units)
-    tiny = build_module(compose_train(), instantiate(compose_train().data)).backbone
-    tiny_units = [name for name, m in tiny.named_modules() if policy(module=m, recurse=False, nonwrapped_numel=0)]
-    assert len(tiny_units) == 4  # the BERT default: one unit per encoder layer too
-
-
 @needs_fixture
 @pytest.mark.parametrize("lora_r", [0, 4])
 def test_under_fsdp_only_rank_zero_reads_the_checkpoint(compose_train, monkeypatch, lora_r: int) -> None:
-    """strategy=fsdp broadcasts rank 0's weights (sync_module_states): the other ranks hold no
+    """strategy=fsdp broadcasts rank 0's weights (broadcast_from_rank0): the other ranks hold no
     weights on the host, only a meta skeleton whose tensors match rank 0's by name, shape and
     dtype; filling it with rank 0's tensors (what the broadcast does) gives rank 0's model."""
     from lightning.pytorch.utilities import rank_zero_only
 
     cfg = compose_train(*TINY_DATA, *LLADA2, "strategy=fsdp", "trainer=gpu", f"model.lora.r={lora_r}")
-    assert cfg.trainer.strategy.sync_module_states and cfg.model.backbone.load_on_rank_zero_only
+    assert cfg.trainer.strategy.broadcast_from_rank0 and cfg.model.backbone.load_on_rank_zero_only
+    assert cfg.trainer.strategy.save_distributed_checkpoint == (lora_r == 0)  # adapters: one gathered file
     data = instantiate(cfg.data)
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     torch.manual_seed(0)

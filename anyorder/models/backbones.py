@@ -10,6 +10,7 @@ pretrained backbones (LLaDA2.0-mini, any local HF model) plug in behind the same
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreT
 
 from anyorder.data.layout import VIEW_SIZE, Layout, TokenKind
 from anyorder.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 class Backbone(nn.Module):
@@ -192,6 +195,7 @@ def llada2(
     gradient_checkpointing: bool = False,
     lora: dict[str, Any] | None = None,
     load_on_rank_zero_only: bool = False,
+    pretrained_weights: bool = True,
     vocab_size: int | None = None,
     max_length: int | None = None,
 ) -> nn.Module:
@@ -201,8 +205,9 @@ def llada2(
     ``bf16-mixed`` computes in bf16). With ``lora.r > 0`` the base is frozen in
     ``lora.base_dtype`` (bf16) and only adapters on ``lora.targets`` train, in float32.
     With ``load_on_rank_zero_only`` (set when the FSDP strategy broadcasts rank 0's
-    weights, ``sync_module_states``) the other ranks build the model on the meta device:
-    the host holds one copy of the checkpoint per node group, not one per GPU.
+    weights, ``strategy=fsdp``) the other ranks build the model on the meta device:
+    the host holds one copy of the checkpoint per node group, not one per GPU. Without
+    ``pretrained_weights`` no rank reads them: a skeleton for a fine-tuned run's own weights.
     """
     from anyorder.models.llada2 import from_pretrained
     from anyorder.models.lora import DEFAULT_TARGETS, add_lora
@@ -210,10 +215,13 @@ def llada2(
     directory = check_model_directory(path)
     settings = dict(lora or {})
     adapted = settings.get("r", 0) > 0
-    load = not load_on_rank_zero_only or rank_zero_only.rank == 0
+    load = pretrained_weights and (not load_on_rank_zero_only or rank_zero_only.rank == 0)
     model = from_pretrained(directory, settings.get("base_dtype", "bfloat16") if adapted else dtype, load=load)
-    if load_on_rank_zero_only and load:
-        print("LLaDA2: rank 0 loads the checkpoint; the other ranks receive it from FSDP (sync_module_states)")
+    if not load:
+        log.info(
+            "rank %d builds LLaDA2 on the meta device; rank 0's weights reach it when it is sharded",
+            rank_zero_only.rank,
+        )
     check_fits(vocab_size, max_length, model.vocab_size, model.config)
     model.gradient_checkpointing = gradient_checkpointing
     if adapted:

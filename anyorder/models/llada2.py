@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,10 +166,15 @@ class Attention(nn.Module):
         query, key, value = qkv.split([self.heads, self.kv_heads, self.kv_heads], dim=1)
         query = apply_rotary(self.query_layernorm(query), *rotary)
         key = apply_rotary(self.key_layernorm(key), *rotary)
-        mask = None if keep is None else keep[:, None, None, :]  # [B, 1, 1, L]: True = attend to this key
-        out = F.scaled_dot_product_attention(
-            query, key, value.to(query.dtype), attn_mask=mask, enable_gqa=self.heads != self.kv_heads
-        )
+        value = value.to(query.dtype)
+        grouped = self.heads != self.kv_heads
+        mask = None
+        if keep is not None:
+            mask = keep[:, None, None, :]  # [B, 1, 1, L]: True = attend to this key
+            if grouped and query.is_cuda:  # CUDA's fused kernels take a mask or GQA, not both: expand K/V
+                key, value = (t.repeat_interleave(self.heads // self.kv_heads, dim=1) for t in (key, value))
+                grouped = False
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, enable_gqa=grouped)
         return self.dense(out.transpose(1, 2).reshape(batch, length, -1))
 
 
@@ -190,18 +196,44 @@ def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor) ->
 
     One kernel for all groups (``torch.nn.functional.grouped_mm``) where torch has it and the
     row strides meet its 16-byte alignment; otherwise one batched matmul over groups padded
-    to the largest (same result, more memory).
+    to the largest (same result, more memory, one host sync for the padded size).
     """
-    w = weight.transpose(1, 2)  # [G, in, out], a view
+    w = weight.transpose(1, 2).to(x.dtype)  # [G, in, out], a view when the dtypes agree
     aligned = (x.shape[1] * x.element_size()) % 16 == 0 and (w.shape[2] * x.element_size()) % 16 == 0
-    if hasattr(F, "grouped_mm") and aligned:
-        return F.grouped_mm(x, w.to(x.dtype), offs=ends.to(torch.int32))
+    fused = hasattr(F, "grouped_mm") and aligned
+    warn_if_slow(x, fused)
+    if fused:
+        return F.grouped_mm(x, w, offs=ends.to(torch.int32))
     sizes = torch.diff(ends, prepend=ends.new_zeros(1))
-    group = torch.repeat_interleave(torch.arange(len(sizes), device=x.device), sizes)
+    group = torch.repeat_interleave(torch.arange(len(sizes), device=x.device), sizes, output_size=len(x))
     slot = torch.arange(len(x), device=x.device) - (ends - sizes)[group]
     padded = x.new_zeros(len(sizes), int(sizes.max()) if len(x) else 0, x.shape[1])
     padded[group, slot] = x
-    return torch.bmm(padded, w.to(x.dtype))[group, slot]
+    return torch.bmm(padded, w)[group, slot]
+
+
+_warned: set[str] = set()
+
+
+def warn_if_slow(x: torch.Tensor, fused: bool) -> None:
+    """Once per reason: the experts run on a path far slower than the fused grouped matmul."""
+    reason = None
+    if not fused:
+        reason = "torch has no grouped_mm or the expert widths break its 16-byte alignment: padded batched matmul"
+    elif x.is_cuda and (x.dtype != torch.bfloat16 or torch.cuda.get_device_capability(x.device) < (9, 0)):
+        reason = f"grouped_mm is fused for bf16 on SM90+ only, not {x.dtype} here: it loops over the experts"
+    if reason is not None and reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"LLaDA2 experts on a slow path ({reason})", stacklevel=3)
+
+
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """What autocast would compute a matmul of ``tensor`` in (its own dtype outside autocast).
+
+    Autocast does not know ``grouped_mm``, so the experts cast to this themselves: under
+    bf16-mixed they run in bf16 like every other matmul, not in float32 on a slower path."""
+    device = tensor.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else tensor.dtype
 
 
 class Experts(nn.Module):
@@ -220,12 +252,19 @@ class Experts(nn.Module):
             nn.init.normal_(weight, std=0.02)
 
     def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``x`` [T, H]; ``chosen``/``weights`` [T, k] -> sum_j weights[:, j] * expert_{chosen[:, j]}(x)."""
+        """``x`` [T, H]; ``chosen``/``weights`` [T, k] -> sum_j weights[:, j] * expert_{chosen[:, j]}(x).
+
+        Rows are gathered in the compute dtype (bf16 under bf16-mixed: no ``[T*k, H]`` float32
+        copies), group sizes are counted on the device (no host sync), and the weighted sum
+        over the k choices is taken in the routing weights' float32.
+        """
         tokens, k = chosen.shape
+        experts = self.gate_proj.shape[0]
         flat = chosen.flatten()
         order = torch.argsort(flat, stable=True)
-        ends = torch.cumsum(torch.bincount(flat, minlength=self.gate_proj.shape[0]), dim=0)
-        rows = x[order // k]
+        counts = torch.zeros(experts, dtype=torch.long, device=x.device).scatter_add_(0, flat, torch.ones_like(flat))
+        ends = torch.cumsum(counts, dim=0)
+        rows = x.to(compute_dtype(x))[order // k]
         hidden = F.silu(grouped_matmul(rows, self.gate_proj, ends)) * grouped_matmul(rows, self.up_proj, ends)
         out = grouped_matmul(hidden, self.down_proj, ends)
         out = out[torch.argsort(order)].view(tokens, k, -1)  # back to (token, choice) order
@@ -301,7 +340,12 @@ class MoE(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block: x + attention(norm(x)), then + mlp(norm(x)). The unit FSDP shards."""
+    """Pre-norm block: x + attention(norm(x)), then + mlp(norm(x)). The unit FSDP shards.
+
+    With ``checkpointed`` the block's activations are recomputed in the backward pass *inside*
+    the block: under FSDP the unit's hooks gather its weights once for the recomputation and
+    the backward together, not once more for a recomputation wrapped around the unit.
+    """
 
     def __init__(self, config: LLaDA2Config, index: int) -> None:
         super().__init__()
@@ -310,8 +354,14 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         dense = index < config.first_k_dense_replace or not config.num_experts
         self.mlp = MLP(config.hidden_size, config.intermediate_size) if dense else MoE(config)
+        self.checkpointed = False
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        if self.checkpointed and self.training and torch.is_grad_enabled():
+            return checkpoint(self._block, x, cos, sin, keep, use_reentrant=False)
+        return self._block(x, cos, sin, keep)
+
+    def _block(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attention(self.input_layernorm(x), (cos, sin), keep)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -339,7 +389,16 @@ class LLaDA2MoE(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.word_embeddings.weight
-        self.gradient_checkpointing = False
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether each decoder layer recomputes its activations in the backward pass."""
+        return all(layer.checkpointed for layer in self.model.layers)
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, enabled: bool) -> None:
+        for layer in self.model.layers:
+            layer.checkpointed = bool(enabled)
 
     @property
     def vocab_size(self) -> int:
@@ -347,7 +406,7 @@ class LLaDA2MoE(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.model.word_embeddings(input_ids)
-        if attention_mask is None:
+        if attention_mask is None or bool(attention_mask.all()):  # no padding: SDPA keeps its fused kernels
             keep = None
             positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         else:
@@ -356,10 +415,7 @@ class LLaDA2MoE(nn.Module):
             positions = (torch.cumsum(keep, dim=1) - 1).clamp(min=0)  # real tokens only
         cos, sin = rotary_tables(positions, self.config.rotary_dim, self.config.rope_theta, hidden.dtype)
         for layer in self.model.layers:
-            if self.gradient_checkpointing and self.training:
-                hidden = checkpoint(layer, hidden, cos, sin, keep, use_reentrant=False)
-            else:
-                hidden = layer(hidden, cos, sin, keep)
+            hidden = layer(hidden, cos, sin, keep)
         return self.lm_head(self.model.norm(hidden))
 
 
@@ -369,7 +425,7 @@ def from_pretrained(path: str | Path, dtype: str | torch.dtype = "float32", load
     The model is built on the meta device and the checkpoint's tensors are assigned to it,
     so the host holds the weights once, never a random initialisation beside them. With
     ``load=False`` it stays on the meta device (no memory at all): for ranks that receive
-    their weights from rank 0 when FSDP shards the model (``sync_module_states``).
+    their weights from rank 0 when the model is sharded (``strategy=fsdp``).
     """
     from anyorder.models.llada2_checkpoint import read_state_dict
 
@@ -378,6 +434,8 @@ def from_pretrained(path: str | Path, dtype: str | torch.dtype = "float32", load
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     with torch.device("meta"):
         model = LLaDA2MoE(config).to(dtype)
+        for router in (m for m in model.modules() if isinstance(m, Router)):
+            router.expert_bias = router.expert_bias.float()  # a statistic, kept in float32 (its source dtype)
     if load:
         state = read_state_dict(directory, config, dtype)
         expected = set(model.state_dict())

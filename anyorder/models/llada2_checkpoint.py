@@ -9,6 +9,7 @@ splits them again, so an exported directory loads in the upstream tools unchange
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from collections import defaultdict
@@ -16,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -23,6 +25,10 @@ from anyorder.data.episodes import atomic_write_bytes
 from anyorder.errors import DataError
 from anyorder.models.llada2 import LLaDA2Config, LLaDA2MoE
 
+log = logging.getLogger(__name__)
+# tensors that keep the dtype they are stored in, whatever the model's: the router's expert bias
+# is a float32 load-balancing statistic; in bf16 its small differences between experts round away
+SOURCE_DTYPE_KEYS = (".expert_bias",)
 INDEX = "model.safetensors.index.json"
 _EXPERT = re.compile(r"^(?P<prefix>.+\.mlp\.experts)\.(?P<expert>\d+)\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$")
 _STACKED = re.compile(r"^(?P<prefix>.+\.mlp\.experts)\.(?P<proj>gate_proj|up_proj|down_proj)$")
@@ -50,14 +56,16 @@ def weight_files(directory: Path) -> list[Path]:
 
 
 def read_state_dict(directory: Path, config: LLaDA2Config, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Every tensor of the checkpoint in ``dtype``, experts stacked per layer and projection."""
+    """Every tensor of the checkpoint in ``dtype`` (but :data:`SOURCE_DTYPE_KEYS`), experts stacked."""
     state: dict[str, torch.Tensor] = {}
     experts: dict[tuple[str, str], dict[int, torch.Tensor]] = defaultdict(dict)
     for file in weight_files(directory):
+        log.info("rank %d reads %s", rank_zero_only.rank, file)
         try:
             with safe_open(str(file), framework="pt") as handle:
                 for key in handle.keys():  # noqa: SIM118 (a safetensors handle is not a dict)
-                    tensor = handle.get_tensor(key).to(dtype)
+                    tensor = handle.get_tensor(key)
+                    tensor = tensor if key.endswith(SOURCE_DTYPE_KEYS) else tensor.to(dtype)
                     match = _EXPERT.match(key)
                     if match:
                         experts[match["prefix"], match["proj"]][int(match["expert"])] = tensor
@@ -77,7 +85,8 @@ def read_state_dict(directory: Path, config: LLaDA2Config, dtype: torch.dtype) -
 
 
 def checkpoint_state_dict(model: LLaDA2MoE, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """``model``'s tensors under the checkpoint's key names (experts split), in ``dtype``."""
+    """``model``'s tensors under the checkpoint's key names (experts split), in ``dtype`` (but
+    :data:`SOURCE_DTYPE_KEYS`, kept in the dtype the model holds them in)."""
     state: dict[str, torch.Tensor] = {}
     for key, tensor in model.state_dict().items():
         if model.config.tie_word_embeddings and key == "lm_head.weight":
@@ -87,7 +96,7 @@ def checkpoint_state_dict(model: LLaDA2MoE, dtype: torch.dtype) -> dict[str, tor
             for index, expert in enumerate(tensor.unbind(0)):
                 state[f"{match['prefix']}.{index}.{match['proj']}.weight"] = expert.to(dtype).contiguous()
         else:
-            state[key] = tensor.detach().to(dtype).contiguous()
+            state[key] = (tensor if key.endswith(SOURCE_DTYPE_KEYS) else tensor.to(dtype)).detach().contiguous()
     return state
 
 

@@ -44,11 +44,14 @@ class LoRALinear(nn.Linear):
         update = F.linear(F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A), self.lora_B) * self.scale
         return base + update.to(base.dtype)
 
-    def merged(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with the update folded into its weight (in the weight's dtype)."""
+    def merged(self, dtype: torch.dtype | None = None) -> nn.Linear:
+        """A plain ``nn.Linear`` with the update folded into its weight, in ``dtype`` (None: the
+        weight's). Folded in float32 and rounded once: a bf16 base would round away updates
+        smaller than its own rounding step, so an export in float32 merges in float32."""
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
         delta = (self.lora_B @ self.lora_A) * self.scale
-        linear.weight = nn.Parameter((self.weight.float() + delta).to(self.weight.dtype), requires_grad=False)
+        merged = (self.weight.float() + delta).to(dtype or self.weight.dtype)
+        linear.weight = nn.Parameter(merged, requires_grad=False)
         if self.bias is not None:
             linear.bias = self.bias
         return linear
@@ -59,8 +62,9 @@ def add_lora(
 ) -> int:
     """Freeze ``model`` and adapt every ``nn.Linear`` whose own name is in ``targets``; returns the adapter count.
 
-    Experts and the router are adapted only when named (their stacked weights are no
-    ``nn.Linear``, so ``all-linear`` never wraps thousands of them).
+    Only ``nn.Linear`` layers can be adapted: the routed experts (stacked ``[E, out, in]``
+    tensors) and the router are no ``nn.Linear`` and never take adapters; the shared experts'
+    projections (``gate_proj``, ``up_proj``, ``down_proj``) and ``lm_head`` can.
     """
     if r <= 0:
         raise ConfigError("lora.r", f"must be > 0 to add adapters, got {r}")
@@ -79,10 +83,11 @@ def add_lora(
     return len(found)
 
 
-def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold every adapter into its weight, in place; the model is then adapter-free."""
+def merge_lora(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """Fold every adapter into its weight (in ``dtype``, None: the base's), in place; the model
+    is then adapter-free."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, LoRALinear):
-                setattr(parent, name, child.merged())
+                setattr(parent, name, child.merged(dtype))
     return model

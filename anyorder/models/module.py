@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -16,6 +16,7 @@ from anyorder.data.layout import TokenKind
 from anyorder.masking.queries import OBSERVATION_KINDS, of_kinds, policy_query, world_model_query
 from anyorder.models.metrics import NLLByKind
 from anyorder.models.objective import masked_diffusion_loss, token_nll
+from anyorder.models.sharding import shard_backbone
 
 Batch = dict[str, torch.Tensor]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -152,22 +153,15 @@ class AnyOrderModule(L.LightningModule):
         for metric in (self.val_loss, self.val_nll, self.val_action_acc, self.val_world_model_nll):
             metric.reset()
 
-    # -- optimisation ---------------------------------------------------------------------
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Under FSDP the gradients are sharded, so their norm must be reduced across shards:
-        only FSDP's own ``clip_grad_norm_`` does that (Lightning's FSDP precision refuses to clip
-        by norm). Everywhere else Lightning clips as configured."""
-        model = self.trainer.model
-        by_norm = gradient_clip_algorithm in (None, "norm")
-        if gradient_clip_val and by_norm and isinstance(model, FullyShardedDataParallel):
-            model.clip_grad_norm_(gradient_clip_val)
-        else:
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+    # -- parallelism and optimisation -----------------------------------------------------
+    def configure_model(self) -> None:
+        """Under ``strategy=fsdp`` (FSDP2, a device mesh) the backbone shards itself; elsewhere a no-op."""
+        if self.device_mesh is None or isinstance(self.backbone, FSDPModule):
+            return
+        strategy = self.trainer.strategy
+        shard_backbone(
+            self.backbone, self.device_mesh, str(self.trainer.precision), strategy.root_device, self.global_rank
+        )
 
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []
