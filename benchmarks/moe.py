@@ -30,7 +30,7 @@ def mini_config(**changes: object) -> LLaDA2Config:
         vocab_size=157184, hidden_size=2048, intermediate_size=5120, num_hidden_layers=20, num_attention_heads=16,
         num_key_value_heads=4, head_dim=128, moe_intermediate_size=512, num_experts=256, num_experts_per_tok=8,
         num_shared_experts=1, first_k_dense_replace=1, n_group=8, topk_group=4, routed_scaling_factor=2.5,
-        partial_rotary_factor=0.5, rope_theta=600000.0,
+        partial_rotary_factor=0.5, rope_theta=600000.0, rms_norm_eps=1e-6, use_bias=False, pad_token_id=156892,
     )  # fmt: skip
     return LLaDA2Config(**{**shape, **changes})
 

@@ -40,6 +40,7 @@ def random_config(seed: int, **changes: object) -> LLaDA2Config:
         num_key_value_heads=heads // 2, head_dim=8, moe_intermediate_size=16, num_experts=8,
         num_experts_per_tok=int(torch.randint(1, 4, (1,), generator=g)), num_shared_experts=1,
         first_k_dense_replace=1, n_group=4, topk_group=2, routed_scaling_factor=2.5, partial_rotary_factor=0.5,
+        pad_token_id=0,
     )  # fmt: skip
     return LLaDA2Config(**{**values, **changes})
 
@@ -211,13 +212,38 @@ def test_missing_and_corrupt_weights_are_named(tmp_path: Path) -> None:
     assert error.value.path == shard
 
 
-def test_a_config_this_implementation_would_compute_differently_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rope_scaling": {"type": "yarn"}},
+        {"norm_topk_prob": False},
+        {"router_dtype": "bf16"},
+        {"attention_dropout": 0.1},
+        {"rotary_dim": 8},  # head_dim 8 x partial_rotary_factor 0.5 is 4
+    ],
+)
+def test_a_config_this_implementation_would_compute_differently_is_refused(tmp_path: Path, change: dict) -> None:
     model = random_model(random_config(1))
     save_pretrained(model, tmp_path, dtype=torch.float32)
     config = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config, "rope_scaling": {"type": "yarn"}}))
-    with pytest.raises(ConfigError, match="rope_scaling"):
+    from_pretrained(tmp_path)  # as written, it reads back
+    (tmp_path / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ConfigError, match=next(iter(change))):
         from_pretrained(tmp_path)
+
+
+def test_absent_config_fields_take_the_upstream_defaults() -> None:
+    required = dict(
+        model_type="llada2_moe", vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+        num_attention_heads=4, moe_intermediate_size=16, attention_dropout=0.0, embedding_dropout=0.0,
+        output_dropout=0.0,
+    )  # fmt: skip
+    config = LLaDA2Config.from_dict(required)
+    assert (config.num_key_value_heads, config.head_dim, config.rotary_dim) == (4, 8, 4)  # 0 / absent: MHA
+    assert (config.num_experts, config.n_group, config.topk_group, config.routed_scaling_factor) == (16, 8, 4, 2.5)
+    assert (config.rms_norm_eps, config.use_bias, config.max_position_embeddings) == (1e-5, True, 16384)
+    with pytest.raises(ConfigError, match="attention_dropout"):  # upstream's default, 0.1, is not implemented
+        LLaDA2Config.from_dict({k: v for k, v in required.items() if k != "attention_dropout"})
 
 
 # -- training, LoRA, export ---------------------------------------------------------------

@@ -39,7 +39,11 @@ MODEL_TYPE = "llada2_moe"
 
 @dataclass(frozen=True)
 class LLaDA2Config:
-    """The fields of a LLaDA2.0 ``config.json`` this implementation reads (same names)."""
+    """The fields of a LLaDA2.0 ``config.json`` this implementation reads (same names).
+
+    A field absent from a ``config.json`` takes the default of the upstream configuration
+    class (``LLaDA2MoeConfig``), so that a sparse file means here what it means there.
+    """
 
     vocab_size: int
     hidden_size: int
@@ -49,20 +53,20 @@ class LLaDA2Config:
     num_key_value_heads: int
     head_dim: int
     moe_intermediate_size: int
-    num_experts: int
-    num_experts_per_tok: int
+    num_experts: int = 16
+    num_experts_per_tok: int = 2
     num_shared_experts: int = 0
     first_k_dense_replace: int = 0
-    n_group: int = 1
-    topk_group: int = 1
-    routed_scaling_factor: float = 1.0
-    partial_rotary_factor: float = 1.0
+    n_group: int = 8
+    topk_group: int = 4
+    routed_scaling_factor: float = 2.5
+    partial_rotary_factor: float = 0.5
     rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-6
-    max_position_embeddings: int = 4096
-    pad_token_id: int = 0
+    rms_norm_eps: float = 1e-5
+    max_position_embeddings: int = 16384
+    pad_token_id: int = 126081
     use_qkv_bias: bool = False
-    use_bias: bool = False
+    use_bias: bool = True
     tie_word_embeddings: bool = False
 
     @property
@@ -74,23 +78,36 @@ class LLaDA2Config:
         """Refuse, by field name, anything this implementation would compute differently."""
         if raw.get("model_type") != MODEL_TYPE:
             raise ConfigError("model_type", f"expected {MODEL_TYPE!r}, got {raw.get('model_type')!r}")
-        unsupported = {
-            "rope_scaling": (raw.get("rope_scaling"), None),
-            "score_function": (raw.get("score_function", "sigmoid"), "sigmoid"),
-            "use_qk_norm": (raw.get("use_qk_norm", True), True),
-            "norm_head": (raw.get("norm_head", False), False),
-            "hidden_act": (raw.get("hidden_act", "silu"), "silu"),
+        unsupported = {  # field: (value, upstream default, what is implemented)
+            "rope_scaling": (raw.get("rope_scaling"), (None,)),
+            "score_function": (raw.get("score_function", "sigmoid"), ("sigmoid",)),
+            "use_qk_norm": (raw.get("use_qk_norm", True), (True,)),
+            "norm_head": (raw.get("norm_head", False), (False,)),
+            "hidden_act": (raw.get("hidden_act", "silu"), ("silu",)),
+            "norm_topk_prob": (raw.get("norm_topk_prob", True), (True,)),
+            "router_dtype": (raw.get("router_dtype", "fp32"), ("fp32", "float32")),
+            "use_sliding_window": (raw.get("use_sliding_window", False), (False,)),
+            # dropout is not implemented: fine-tuning runs without it (upstream's default is 0.1)
+            "attention_dropout": (raw.get("attention_dropout", 0.1), (0, 0.0)),
+            "embedding_dropout": (raw.get("embedding_dropout", 0.1), (0, 0.0)),
+            "output_dropout": (raw.get("output_dropout", 0.1), (0, 0.0)),
         }
         for name, (value, supported) in unsupported.items():
-            if value != supported:
-                raise ConfigError(name, f"{value!r} is not supported (only {supported!r})")
+            if value not in supported:
+                raise ConfigError(name, f"{value!r} is not implemented (only {' or '.join(map(repr, supported))})")
         known = {field.name for field in dataclasses.fields(cls)}
         values = {key: value for key, value in raw.items() if key in known}
         values["head_dim"] = values.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"]
+        values["num_key_value_heads"] = values.get("num_key_value_heads") or raw["num_attention_heads"]  # 0: MHA
         values["num_shared_experts"] = values.get("num_shared_experts") or 0
         config = cls(**values)
         if config.num_experts % config.n_group:
             raise ConfigError("n_group", f"{config.num_experts} experts do not split into {config.n_group} groups")
+        if raw.get("rotary_dim") not in (None, config.rotary_dim):
+            raise ConfigError(
+                "rotary_dim",
+                f"{raw['rotary_dim']} disagrees with head_dim x partial_rotary_factor = {config.rotary_dim}",
+            )
         return config
 
     @classmethod
@@ -103,6 +120,20 @@ class LLaDA2Config:
             return cls.from_dict(raw)
         except KeyError as error:
             raise DataError(path, f"the model config lacks {error.args[0]!r}") from None
+
+
+# what this implementation computes, for the fields a config.json may set otherwise (written
+# into an export made without its source directory, so that it reads back as it was computed)
+IMPLEMENTED_SETTINGS = {
+    "attention_dropout": 0.0,
+    "embedding_dropout": 0.0,
+    "output_dropout": 0.0,
+    "norm_topk_prob": True,
+    "router_dtype": "fp32",
+    "score_function": "sigmoid",
+    "use_qk_norm": True,
+    "hidden_act": "silu",
+}
 
 
 class RMSNorm(nn.Module):

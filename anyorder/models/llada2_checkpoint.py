@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 from anyorder.data.episodes import atomic_write_bytes
 from anyorder.errors import DataError
-from anyorder.models.llada2 import LLaDA2Config, LLaDA2MoE
+from anyorder.models.llada2 import IMPLEMENTED_SETTINGS, LLaDA2Config, LLaDA2MoE
 
 log = logging.getLogger(__name__)
 # tensors that keep the dtype they are stored in, whatever the model's: the router's expert bias
@@ -144,9 +144,10 @@ def save_pretrained(
         for file in source.iterdir():
             if file.is_file() and file.name != "config.json" and not file.name.endswith(_WEIGHT_SUFFIXES):
                 shutil.copy2(file, out / file.name)
-    if not config:  # no source directory: the fields this implementation reads
-        config = asdict(model.config)
-    config.update({"model_type": "llada2_moe", "dtype": str(dtype).removeprefix("torch.")})
+    if not config:  # no source directory: the fields this implementation reads, and what it computes
+        config = {**asdict(model.config), **IMPLEMENTED_SETTINGS, "rotary_dim": model.config.rotary_dim}
+    name = str(dtype).removeprefix("torch.")
+    config.update({"model_type": "llada2_moe", "dtype": name, "torch_dtype": name})  # transformers 5 and 4
     config.setdefault("architectures", ["LLaDA2MoeModelLM"])
     _write_text(out / "config.json", json.dumps(config, indent=2))
     return out
