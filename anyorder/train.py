@@ -45,6 +45,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
     if ckpt_path is None:
         return None
     last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    swapped_out = last.with_name("last.ckpt.previous")  # a sharded save killed between its two renames
+    if not last.exists() and swapped_out.exists():
+        last = swapped_out
     if ckpt_path == "auto":
         return str(last) if last.exists() else None
     path = last if ckpt_path == "last" else Path(ckpt_path)

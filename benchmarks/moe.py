@@ -7,8 +7,9 @@
 LLaDA2.0-mini's MoE layers: hidden 2048, expert width 512, 256 experts, 8 chosen per token
 (+1 shared). Both paths compute forward + backward of the same routed sum on the same
 routing (the router's real choice on random inputs); the ratio is loop time / grouped time.
-MFU counts 6 FLOPs per active parameter per token (forward + backward) plus attention's
-12 * layers * heads * head_dim * L, against the device's dense bf16 peak.
+MFU counts 6 FLOPs per active matmul parameter per token (forward + backward; the input
+embedding is a lookup and not counted) plus attention's 12 * layers * heads * head_dim * L,
+against the device's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def bench_model(args: argparse.Namespace, device: torch.device) -> None:
         + 3 * h * config.intermediate_size
         + 3 * h * w * (config.num_experts_per_tok + config.num_shared_experts)
         + h * config.num_experts
-        + 2 * config.vocab_size * h
+        + config.vocab_size * h  # the head; the input embedding is a lookup, no matmul
     )
     flops = tokens * (6 * active + 12 * 2 * config.num_attention_heads * config.head_dim * args.length)
     peak = next(

@@ -86,6 +86,7 @@ def test_full_fine_tuning_on_two_processes(compose_train, data_root: Path, tmp_p
     assert midway.is_dir() and {p.name for p in midway.iterdir()} >= {"__0_0.distcp", "__1_0.distcp", "meta.pt"}
     launch(resumed, data_root, "trainer.max_steps=4", "trainer.val_check_interval=4", f"ckpt_path={midway}")
     last = resumed / "checkpoints" / "last.ckpt"
+    assert not [p.name for p in last.parent.iterdir() if p.suffix in (".partial", ".previous")]  # swapped in whole
     continued, uninterrupted = read_weights(last), read_weights(whole / "checkpoints" / "last.ckpt")
     assert continued.keys() == uninterrupted.keys() == unsharded.state_dict().keys()
     moved = 0

@@ -273,3 +273,13 @@ def test_the_training_time_adds_each_resumed_segment_to_the_time_saved_before_it
     resumed.on_train_end(None, None)
     now[0] = 900.0  # reading it later does not count the time after fit
     assert resumed.time_elapsed("train") == 90.0
+
+
+def test_a_sharded_save_killed_between_its_renames_resumes_from_the_previous_checkpoint(tmp_path: Path) -> None:
+    from anyorder.train import resolve_ckpt_path
+
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "last.ckpt.previous").mkdir(parents=True)  # renamed away, the new one not yet in place
+    assert resolve_ckpt_path("last", tmp_path) == str(checkpoints / "last.ckpt.previous")
+    (checkpoints / "last.ckpt").mkdir()
+    assert resolve_ckpt_path("auto", tmp_path) == str(checkpoints / "last.ckpt")

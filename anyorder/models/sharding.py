@@ -20,6 +20,8 @@ gradients cross the slower inter-node links.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,6 +53,33 @@ class FullyShardedStrategy(ModelParallelStrategy):
     def __init__(self, broadcast_from_rank0: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.broadcast_from_rank0 = broadcast_from_rank0
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any | None = None) -> None:
+        """Write beside the checkpoint, then swap it in: a run killed while its ranks write
+        ``last.ckpt/`` keeps the previous one whole (a directory cannot be replaced atomically
+        like a file, so the old one is renamed away first and removed after)."""
+        path = Path(self.broadcast(str(filepath)))
+        partial, previous = path.with_name(f"{path.name}.partial"), path.with_name(f"{path.name}.previous")
+        if self.global_rank == 0:
+            remove(partial)
+        self.barrier()
+        super().save_checkpoint(checkpoint, partial, storage_options)
+        self.barrier()
+        if self.global_rank == 0:
+            remove(previous)
+            if path.exists():
+                path.rename(previous)
+            partial.rename(path)
+            remove(previous)
+        self.barrier()
+
+
+def remove(path: Path) -> None:
+    """Delete a checkpoint: a file, or a sharded checkpoint's directory."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def mixed_precision(precision: str, backbone: nn.Module) -> MixedPrecisionPolicy:
