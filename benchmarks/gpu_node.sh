@@ -52,6 +52,9 @@ if [[ -n ${LLADA2_DIR:-} ]]; then  # a LLaDA2 checkpoint directory (e.g. the sha
     step llada2_lora 180 $py -m anyorder.train model=llada2_mini "model.path=$LLADA2_DIR" trainer=gpu model.lora.r=8 \
         trainer.max_steps=20 trainer.val_check_interval=10 "hydra.run.dir=$work/llada2-lora" "paths.data_dir=$work/data" \
         trainer.enable_progress_bar=false
+    step llada2_fsdp_lora 180 $py -m anyorder.train model=llada2_mini "model.path=$LLADA2_DIR" trainer=gpu strategy=fsdp \
+        model.lora.r=8 trainer.max_steps=20 trainer.val_check_interval=10 "hydra.run.dir=$work/llada2-fsdp-lora" \
+        "paths.data_dir=$work/data" trainer.enable_progress_bar=false
     step llada2_export 60 $py -m anyorder.export "ckpt_path=$work/llada2-fsdp/checkpoints/last.ckpt" "out=$work/llada2-export" \
         "hydra.run.dir=$work/llada2-export-run"
 fi

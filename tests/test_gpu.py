@@ -1,7 +1,8 @@
 """The GPU paths (bf16 autocast, DDP and FSDP on a CUDA device, evaluation on the GPU).
 
 Skipped where no CUDA device is present (CI, laptops); run them on a GPU node with
-``pytest -m "" tests/test_gpu.py``. FSDP cannot be tested on a CPU: Lightning refuses it.
+``pytest -m "" tests/test_gpu.py``. FSDP2 (``strategy=fsdp``) also runs on the CPU with two
+processes: ``tests/test_sharded.py``.
 """
 
 from __future__ import annotations
