@@ -103,6 +103,7 @@ EVAL_RULES: dict[str, Rule] = {
     "eval.render_episodes": NON_NEGATIVE_COUNT,
     "eval.imagination_horizon": NON_NEGATIVE_COUNT,
     "eval.imagination_rollouts": COUNT,
+    "eval.joint_nll_batches": NON_NEGATIVE_COUNT,
     "eval.chunk_size": COUNT,
     "eval.seed": NON_NEGATIVE_COUNT,
 }

@@ -79,6 +79,20 @@ def hide_cells(
     return torch.gather(hidden_units, 1, units.clamp(min=0)) & (units >= 0) & steps
 
 
+def revealed_in_order(
+    module: AnyOrderModule, batch: TokenBatch, query: torch.Tensor, scored: torch.Tensor
+) -> torch.Tensor:
+    """Per ``scored`` position (row-major): -log p(x_i | the query's positions before i revealed,
+    those from i on hidden). Summed over a window, the query's joint NLL by the chain rule."""
+    rank = torch.where(query, query.long().cumsum(dim=1) - 1, -1)
+    out = torch.zeros(query.shape, device=query.device)
+    for r in range(int(rank.max()) + 1):
+        here = (rank == r) & scored
+        if here.any():
+            out[here] = token_nll(module(batch, query & (rank >= r)), batch["input_ids"], here)
+    return out[scored]
+
+
 class TaskEvaluator(ClusteredMetrics):
     """Runs every task (and the robustness sweep of the policy task) over a dataloader.
 
@@ -98,9 +112,14 @@ class TaskEvaluator(ClusteredMetrics):
         inpaint_fraction: float = 0.25,
         seed: int = 0,
         priors: TrainingPriors | None = None,
+        joint_nll_batches: int = 0,
     ) -> None:
-        """``priors`` (the training split's frequencies) adds the trivial baselines to the results."""
+        """``priors`` (the training split's frequencies) adds the trivial baselines to the results;
+        ``joint_nll_batches``: batches on which the world model's chain-rule NLL is also measured
+        (one forward per hidden token: 149 per batch)."""
         self.module = module.eval()
+        self.joint_nll_batches = joint_nll_batches
+        self.batches_seen = 0
         self.vocab = vocabulary
         self.decode_steps = decode_steps
         self.fractions = list(occlusion_fractions)
@@ -142,19 +161,30 @@ class TaskEvaluator(ClusteredMetrics):
     @torch.no_grad()
     def update(self, batch: TokenBatch) -> None:
         batch = {key: value.to(self.module.device) for key, value in batch.items()}
-        targets = batch["input_ids"]
         self.start_batch(batch)
+        self.update_policy(batch)
+        self.update_inverse(batch)
+        self.update_world_model(batch)
+        self.update_mission(batch)
+        inpainting = hide_cells(batch, self.inpaint_fraction, self.unseen_id, last_step(batch), self.generator)
+        self.update_inpainting(batch, inpainting)
+        if self.baselines is not None:
+            self.baselines.update(batch, inpainting=inpainting)
+        self.update_robustness(batch)
+        self.batches_seen += 1
 
+    def update_policy(self, batch: TokenBatch) -> None:
         query = policy_query(batch)
         self._add_at("policy.accuracy", self._action_prediction(batch, query), query)
 
+    def update_inverse(self, batch: TokenBatch) -> None:
         query = inverse_query(batch)
         if query.any():
             target = inverse_target(batch)
             self._add_at("inverse.accuracy", self._action_prediction(batch, query, target), target)
 
-        self.update_world_model(batch)
-
+    def update_mission(self, batch: TokenBatch) -> None:
+        targets = batch["input_ids"]
         query = mission_query(batch)
         decoded = self.decode(batch, query)
         rows = torch.arange(len(targets), device=targets.device)
@@ -164,19 +194,29 @@ class TaskEvaluator(ClusteredMetrics):
         self._add("mission.exact_match", right[has_mission], rows[has_mission])
         self._add_at("mission.nll_per_token", token_nll(self.module(batch, query), targets, query), query)
 
-        query = hide_cells(batch, self.inpaint_fraction, self.unseen_id, last_step(batch), self.generator)
+    def update_inpainting(self, batch: TokenBatch, query: torch.Tensor) -> None:
         if query.any():
-            self._add_at("inpainting.nll_per_token", token_nll(self.module(batch, query), targets, query), query)
+            nll = token_nll(self.module(batch, query), batch["input_ids"], query)
+            self._add_at("inpainting.nll_per_token", nll, query)
             self._add_cells("inpainting.exact_cell_accuracy", self.decode(batch, query), batch, query)
-        if self.baselines is not None:
-            self.baselines.update(batch, inpainting=query)
 
+    def update_robustness(self, batch: TokenBatch) -> None:
         every_step = batch["step"] >= 0
         for fraction in self.fractions:
             occluded = hide_cells(batch, fraction, self.unseen_id, every_step, self.generator)
-            masked = {**batch, "input_ids": targets.masked_fill(occluded, self.vocab.mask_id)}
+            masked = {**batch, "input_ids": batch["input_ids"].masked_fill(occluded, self.vocab.mask_id)}
             query = policy_query(batch)
             self._add_at(f"robustness_action_accuracy.{fraction}", self._action_prediction(masked, query), query)
+
+    def world_model_nll(self, batch: TokenBatch, query: torch.Tensor, scored: torch.Tensor) -> dict[str, torch.Tensor]:
+        """NLL per ``scored`` position by kind of likelihood: ``nll_per_token`` all hidden at once
+        (one shot, factorised), and for the first ``joint_nll_batches`` batches ``joint_nll_per_token``,
+        the chain rule: the hidden tokens revealed one at a time in sequence order, each scored
+        given the ones before it (the order a left-to-right model reads them in)."""
+        out = {"nll_per_token": token_nll(self.module.query_logits(batch, query), batch["input_ids"], scored)}
+        if self.batches_seen < self.joint_nll_batches:
+            out["joint_nll_per_token"] = revealed_in_order(self.module, batch, query, scored)
+        return out
 
     def update_world_model(self, batch: TokenBatch) -> None:
         """The last step hidden whole: NLL (one shot) and decoded exact cells, overall and split by
@@ -184,9 +224,10 @@ class TaskEvaluator(ClusteredMetrics):
         targets, kind = batch["input_ids"], batch["kind"]
         query = world_model_query(batch)
         scored = query & of_kinds(kind, OBSERVATION_KINDS)
-        logits = self.module(batch, query)
-        nll = token_nll(logits, targets, scored)
-        self._add_at("world_model.nll_per_token", nll, scored)
+        likelihoods = self.world_model_nll(batch, query, scored)
+        for name, values in likelihoods.items():
+            self._add_at(f"world_model.{name}", values, scored)
+        native, nll = next(iter(likelihoods.items()))  # the model's own: one shot, else the chain rule
         cells = query & of_kinds(kind, CELL_KINDS)
         self._add("world_model.nll_per_cell", nll[of_kinds(kind[scored], CELL_KINDS)].view(-1, 3).sum(dim=1),
                   cells.nonzero()[::3, 0])  # fmt: skip
@@ -203,7 +244,7 @@ class TaskEvaluator(ClusteredMetrics):
         for part in ("ego_mapped", "new_in_view", "first_step"):
             where = getattr(split, part)
             self._add_cells(f"world_model.exact_cell_accuracy_{part}", decoded, batch, where)
-            self._add_at(f"world_model.nll_per_token_{part}", every_nll[where], where)
+            self._add_at(f"world_model.{native}_{part}", every_nll[where], where)
         # the shares: of the cells after a step, those ego-mapped; of the windows, first steps
         self._add_at("world_model.share_ego_mapped", split.ego_mapped[after_step].float(), after_step)
         first = (~has_previous_step(batch)).float()

@@ -22,6 +22,7 @@ from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreT
 
 from anyorder.data.layout import VIEW_SIZE, Layout, TokenKind
 from anyorder.errors import ConfigError, DataError
+from anyorder.models.causal import causal_blocked
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,9 @@ class PreNormEncoder(nn.Module):
     BERT (``tiny_bidirectional``) normalises after each residual sum (post-LN),
     which trains well only with a long warm-up at high learning rates; pre-LN keeps the
     residual stream unnormalised and is stable from the first step. Same interface as
-    :class:`Backbone`. With ``window`` (and ``mission_length``) it adds a :class:`LayoutEmbedding`.
+    :class:`Backbone`. With ``window`` (and ``mission_length``) it adds a :class:`LayoutEmbedding`;
+    with ``causal`` each position attends to itself and earlier real positions only (the
+    autoregressive baseline's backbone: the same weights shape, left-to-right attention).
     """
 
     def __init__(
@@ -129,9 +132,12 @@ class PreNormEncoder(nn.Module):
         dropout: float = 0.0,
         window: int | None = None,
         mission_length: int | None = None,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         check_heads(hidden_size, num_heads)
+        self.causal = causal
+        self.num_heads = num_heads
         self.tokens = nn.Embedding(vocab_size, hidden_size)
         self.positions = nn.Embedding(max_length, hidden_size)
         self.layout = LayoutEmbedding(window, mission_length, max_length, hidden_size) if window else None
@@ -157,7 +163,11 @@ class PreNormEncoder(nn.Module):
         hidden = self.tokens(input_ids) + self.positions(positions)
         if self.layout is not None:
             hidden = hidden + self.layout()[: input_ids.shape[1]]
-        hidden = self.encoder(hidden, src_key_padding_mask=~attention_mask.bool())
+        if self.causal:
+            blocked = causal_blocked(attention_mask.bool()).repeat_interleave(self.num_heads, dim=0)
+            hidden = self.encoder(hidden, mask=blocked)
+        else:
+            hidden = self.encoder(hidden, src_key_padding_mask=~attention_mask.bool())
         return self.head(self.norm(hidden))
 
 
@@ -196,6 +206,7 @@ def llada2(
     lora: dict[str, Any] | None = None,
     load_on_rank_zero_only: bool = False,
     pretrained_weights: bool = True,
+    causal: bool = False,
     vocab_size: int | None = None,
     max_length: int | None = None,
 ) -> nn.Module:
@@ -224,6 +235,7 @@ def llada2(
         )
     check_fits(vocab_size, max_length, model.vocab_size, model.config)
     model.gradient_checkpointing = gradient_checkpointing
+    model.causal = causal
     if adapted:
         targets = settings.get("targets") or DEFAULT_TARGETS
         count = add_lora(model, settings["r"], targets, settings.get("alpha"), settings.get("dropout", 0.0))

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from anyorder.errors import ConfigError, DataError
+from anyorder.models.causal import causal_blocked
 
 MODEL_TYPE = "llada2_moe"
 
@@ -200,8 +201,8 @@ class Attention(nn.Module):
         value = value.to(query.dtype)
         grouped = self.heads != self.kv_heads
         mask = None
-        if keep is not None:
-            mask = keep[:, None, None, :]  # [B, 1, 1, L]: True = attend to this key
+        if keep is not None:  # [B, L] keys to attend to, or [B, L, L] per query (causal)
+            mask = keep[:, None, None, :] if keep.dim() == 2 else keep[:, None]
             if grouped and query.is_cuda:  # CUDA's fused kernels take a mask or GQA, not both: expand K/V
                 key, value = (t.repeat_interleave(self.heads // self.kv_heads, dim=1) for t in (key, value))
                 grouped = False
@@ -420,6 +421,7 @@ class LLaDA2MoE(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.word_embeddings.weight
+        self.causal = False  # True: left-to-right attention (the autoregressive baseline)
 
     @property
     def gradient_checkpointing(self) -> bool:
@@ -444,6 +446,9 @@ class LLaDA2MoE(nn.Module):
             keep = attention_mask.bool()
             keep = keep | ~keep.any(dim=1, keepdim=True)  # an all-padding row attends to itself, not to nothing
             positions = (torch.cumsum(keep, dim=1) - 1).clamp(min=0)  # real tokens only
+        if self.causal:
+            real = torch.ones_like(input_ids, dtype=torch.bool) if keep is None else keep
+            keep = ~causal_blocked(real)
         cos, sin = rotary_tables(positions, self.config.rotary_dim, self.config.rope_theta, hidden.dtype)
         for layer in self.model.layers:
             hidden = layer(hidden, cos, sin, keep)

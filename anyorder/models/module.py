@@ -102,6 +102,11 @@ class AnyOrderModule(L.LightningModule):
         inputs = batch["input_ids"].masked_fill(mask, self.hparams.mask_token_id)
         return self.backbone(inputs, batch["attention_mask"])
 
+    def query_logits(self, batch: Batch, query: torch.Tensor) -> torch.Tensor:
+        """Logits whose log-probabilities at ``query`` score the query's tokens: all hidden at
+        once, each given the rest (one shot, factorised). The NLL of a world-model query."""
+        return self(batch, query)
+
     def _objective(self, batch: Batch) -> Any:
         if "mask" not in batch:
             raise RuntimeError("batch carries no 'mask': add a MaskingCallback (config group `masking`) to the trainer")
@@ -141,7 +146,7 @@ class AnyOrderModule(L.LightningModule):
 
         query = world_model_query(batch)
         observed = query & of_kinds(batch["kind"], OBSERVATION_KINDS)
-        nll = token_nll(self(batch, query), batch["input_ids"], observed)
+        nll = token_nll(self.query_logits(batch, query), batch["input_ids"], observed)
         self.val_world_model_nll.update(nll)
 
     def on_validation_epoch_end(self) -> None:
