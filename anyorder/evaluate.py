@@ -383,8 +383,9 @@ def hparam_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 HPARAM_METRICS = {  # TensorBoard's HParams view: the sweep's headline metrics, one column each
     "hparams/success_rate": lambda m: m["success_rate"],
     # the model's own likelihood: one shot for the any-order model, the chain rule for a left-to-right one
-    "hparams/world_model_nll": lambda m: lookup(m["tasks"], "world_model.nll_per_token")
-    or m["tasks"]["world_model"]["joint_nll_per_token"],
+    "hparams/world_model_nll": lambda m: (
+        lookup(m["tasks"], "world_model.nll_per_token") or m["tasks"]["world_model"]["joint_nll_per_token"]
+    ),
     "hparams/action_accuracy": lambda m: m["tasks"]["policy"]["accuracy"],
     "hparams/robustness_area": lambda m: m["robustness"]["success_area"],
 }

@@ -78,8 +78,12 @@ def _baseline(metrics: dict, metric: str, baseline: str) -> float:
 
 
 def strategy_label(overrides: dict[str, str]) -> str:
-    """What a job trained, by name: a masking group chosen on the command line (it replaces the
-    point's or the experiment's), else its table point, else its experiment, else the default recipe."""
+    """What a job trained, by name: an objective other than masked diffusion (it draws no masks:
+    ``autoregressive``, ``autoregressive_actions``), else a masking group chosen on the command
+    line (it replaces the point's or the experiment's), else its table point, else its
+    experiment, else the default recipe."""
+    if overrides.get("objective", "masked_diffusion") != "masked_diffusion":
+        return overrides["objective"]
     if "masking" in overrides:
         return overrides["masking"]
     experiment = overrides.get("experiment", "default")
@@ -176,7 +180,8 @@ def job_row(job_dir: Path, evaluation: str = OWN_EVALUATION) -> dict:
         "successes": round(metrics["success_rate"] * episodes),
         "success_rate": metrics["success_rate"],
         "mean_episode_length": metrics["mean_episode_length"],
-        "world_model_nll": tasks["world_model"]["nll_per_token"],
+        "world_model_nll": tasks["world_model"].get("nll_per_token", NAN),  # one shot: none for a left-to-right model
+        "world_model_joint_nll": tasks["world_model"].get("joint_nll_per_token", NAN),
         "world_model_nll_per_cell": tasks["world_model"]["nll_per_cell"],
         "action_accuracy": tasks["policy"]["accuracy"],
         "world_model_exact_cells_after_a_step": tasks["world_model"].get("exact_cell_accuracy_after_a_step", NAN),
@@ -525,6 +530,8 @@ WORLD_MODEL_COLUMNS = {
     "success": ("success_rate", "random_success", False),
     "action acc.": ("action_accuracy", "majority_action_accuracy", False),
     "WM NLL (one-shot)": ("world_model_nll", "ego_mixture_world_model_nll", True),
+    # the chain rule (in order): a left-to-right model's own; the ego mixture is factorised (its joint is the same)
+    "WM NLL (joint)": ("world_model_joint_nll", "ego_mixture_world_model_nll", True),
     "NLL, new in view": ("world_model_nll_new_in_view", "position_unigram_nll_new_in_view", True),
     "exact cells after a step": ("world_model_exact_cells_after_a_step", "ego_copy_exact_cells", False),
     "… ego-mapped": ("world_model_exact_cells_ego_mapped", "ego_copy_exact_cells_ego_mapped", False),

@@ -489,3 +489,11 @@ def test_every_offered_strategy_and_prob_point_trains_something_different(compos
         for second in names[i + 1 :]:
             gap = (signatures[first] - signatures[second]).abs().max()
             assert gap > 0.02, f"{first} and {second} mask alike (largest share gap {gap:.3f})"
+
+
+def test_a_job_is_labelled_by_its_objective_before_its_masking() -> None:
+    from anyorder.results import strategy_label
+
+    assert strategy_label({"objective": "autoregressive_actions", "masking": "mixture"}) == "autoregressive_actions"
+    assert strategy_label({"objective": "masked_diffusion", "masking": "next_action"}) == "next_action"
+    assert strategy_label({}) == "default"
