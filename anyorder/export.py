@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from anyorder.data.datamodule import TrajectoryDataModule
-from anyorder.errors import ConfigError, DataError, report_errors
+from anyorder.errors import ConfigError, DataError, describe, report_errors
 from anyorder.eval.checkpoint import load_trained
 from anyorder.masking.queries import world_model_query
 from anyorder.models.llada2 import LLaDA2MoE, from_pretrained
@@ -46,7 +46,16 @@ def export(
         raise ConfigError(
             "ckpt_path", f"export writes LLaDA2.0 checkpoints; this run's backbone is a {type(backbone).__name__}"
         )
-    trained = query_nll(run.module, run.datamodule, check_batches) if check_batches else None
+    if getattr(backbone, "causal", False):
+        raise ConfigError(
+            "ckpt_path", "an autoregressive run (causal attention): a LLaDA2.0 directory would be read bidirectionally"
+        )
+    trained = None
+    if check_batches:
+        try:
+            trained = query_nll(run.module, run.datamodule, check_batches)
+        except DataError as error:  # the run's data is not on this host: write, unchecked, and say so
+            print(f"warning: the export is not checked against the trained model ({describe(error) or error})")
     # bf16 (the trained model's or the export's) allows its relative precision, 2^-8; float32 far less
     bf16 = dtype == "bfloat16" or any(p.dtype == torch.bfloat16 for p in backbone.parameters())
     tolerance = 1e-2 if bf16 else 1e-4

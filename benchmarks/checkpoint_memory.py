@@ -1,6 +1,6 @@
 """Host memory to read a sharded full fine-tuning checkpoint back (what evaluation and export do).
 
-    python benchmarks/checkpoint_memory.py                  # a ~115M-parameter LLaDA2 shape, float32
+    python benchmarks/checkpoint_memory.py                  # a 132M-parameter LLaDA2 shape, float32
     python benchmarks/checkpoint_memory.py --hidden 1024    # larger
 
 A sharded run's ``last.ckpt/`` holds the model and AdamW's two moments: three times the model.

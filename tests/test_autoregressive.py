@@ -91,6 +91,24 @@ def test_the_objective_scores_the_chosen_kinds_and_never_padding(compose_train) 
         assert out.mask.sum() == len(out.token_nll) and torch.isclose(out.loss, out.token_nll.mean())
 
 
+def test_revealing_in_order_gives_a_left_to_right_model_its_teacher_forced_likelihood(compose_train) -> None:
+    """For a causal model hiding the tokens from i on changes nothing before i: revealing in order
+    must then give exactly the chain rule of teacher forcing, token by token."""
+    cfg = compose_train(*TINY, "objective=autoregressive")
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    module = build_module(cfg, data).eval()
+    batch = next(iter(data.val_dataloader()))
+    query = world_model_query(batch)
+    scored = query & of_kinds(batch["kind"], OBSERVATION_KINDS)
+    with torch.no_grad():
+        revealed = revealed_in_order(module, batch, query, scored)
+        teacher_forced = token_nll(module.query_logits(batch, query), batch["input_ids"], scored)
+        all_hidden = token_nll(module(batch, query), batch["input_ids"], scored)
+    torch.testing.assert_close(revealed, teacher_forced)
+    assert not torch.allclose(all_hidden, teacher_forced)  # hiding the query at once is another quantity
+
+
 def test_the_any_order_models_joint_nll_is_the_one_shot_one_for_a_single_hidden_token(compose_train) -> None:
     cfg = compose_train(*TINY)
     data = instantiate(cfg.data)

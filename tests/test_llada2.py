@@ -367,3 +367,51 @@ def test_under_fsdp_only_rank_zero_reads_the_checkpoint(compose_train, monkeypat
     ids = load_file(FIXTURE / "reference_outputs.safetensors")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(skeleton.eval()(ids), loaded.eval()(ids), rtol=0, atol=0)
+
+
+def test_fully_sharded_units_are_the_blocks_and_the_router_gathers_in_float32(tmp_path: Path) -> None:
+    """One gloo process: the mesh of a one-rank run, the same calls as on eight GPUs."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule
+
+    from anyorder.models.sharding import shard_backbone
+
+    model = random_model(random_config(3))
+    ids = torch.randint(1, 50, (2, 9))
+    with torch.no_grad():
+        expected = model(ids)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1, 1), mesh_dim_names=("data_parallel", "tensor_parallel"))
+        shard_backbone(model, mesh, "bf16-mixed", torch.device("cpu"), rank=0)
+        units = {name for name, module in model.named_modules() if isinstance(module, FSDPModule)}
+        routers = {f"model.layers.{i}.mlp.gate" for i in (1, 2)}  # layer 0 is dense
+        assert units == {"", "model.layers.0", "model.layers.1", "model.layers.2", *routers}
+        router, layer = model.get_submodule("model.layers.1.mlp.gate"), model.model.layers[1]
+        for unit in (router, layer):
+            unit.unshard()  # what its forward computes with
+        assert router.weight.dtype == torch.float32 and layer.attention.dense.weight.dtype == torch.bfloat16
+        for unit in (router, layer):
+            unit.reshard()
+        with torch.no_grad():  # gathered in bf16 outside autocast: close to the float32 model, not equal
+            torch.testing.assert_close(model(ids).float(), expected, rtol=0.1, atol=0.1)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_causal_llada2_never_looks_ahead_under_padding() -> None:
+    model = random_model(random_config(4))
+    model.causal = True
+    ids = torch.randint(1, 50, (2, 10))
+    keep = torch.ones(2, 10, dtype=torch.bool)
+    keep[0, :2] = False
+    keep[1, 4] = False
+    changed = ids.clone()
+    changed[:, 7:] = torch.randint(1, 50, (2, 3))
+    with torch.no_grad():
+        before = model(ids, keep)
+        torch.testing.assert_close(model(changed, keep)[:, :7], before[:, :7])
+        assert torch.isfinite(before).all()
+        model.causal = False
+        assert not torch.allclose(model(changed, keep)[:, :7], before[:, :7])  # bidirectional: it does look

@@ -49,6 +49,8 @@ def greedy_decode(
     allowed = allowed.to(ids.device)
     for _ in range(int(query.sum(dim=1).max()) + 1):
         logits = logits_fn(ids).float()
+        if logits.shape[-1] > allowed.shape[-1]:  # a pretrained model's embedding table may be padded
+            allowed = torch.nn.functional.pad(allowed, (0, logits.shape[-1] - allowed.shape[-1]))
         prediction = logits.masked_fill(~allowed[kind], float("-inf")).argmax(dim=-1)
         updated = torch.where(query, prediction, ids)
         if torch.equal(updated, ids):

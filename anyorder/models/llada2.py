@@ -102,6 +102,10 @@ class LLaDA2Config:
         values["num_key_value_heads"] = values.get("num_key_value_heads") or raw["num_attention_heads"]  # 0: MHA
         values["num_shared_experts"] = values.get("num_shared_experts") or 0
         config = cls(**values)
+        if not 0 <= config.pad_token_id < config.vocab_size:
+            raise ConfigError(
+                "pad_token_id", f"{config.pad_token_id} is not an id of the {config.vocab_size}-token vocabulary"
+            )
         if config.num_experts % config.n_group:
             raise ConfigError("n_group", f"{config.num_experts} experts do not split into {config.n_group} groups")
         if raw.get("rotary_dim") not in (None, config.rotary_dim):
@@ -439,6 +443,8 @@ class LLaDA2MoE(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.model.word_embeddings(input_ids)
+        if torch.is_autocast_enabled(input_ids.device.type):  # mixed precision: the residual stream in float32,
+            hidden = hidden.float()  # whatever dtype the (sharded, bf16-gathered or frozen) embedding is held in
         if attention_mask is None or bool(attention_mask.all()):  # no padding: SDPA keeps its fused kernels
             keep = None
             positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from transformers.models.bert.modeling_bert import BertLayer
@@ -53,6 +53,15 @@ class FullyShardedStrategy(ModelParallelStrategy):
     def __init__(self, broadcast_from_rank0: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.broadcast_from_rank0 = broadcast_from_rank0
+        self.sharded_checkpoints = kwargs.get("save_distributed_checkpoint", True)
+
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        """Gathered into one file (a LoRA run), the trained tensors only: the frozen base is not
+        gathered onto rank 0 at every save only to be dropped from the checkpoint."""
+        if self.sharded_checkpoints:
+            return super().lightning_module_state_dict()
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        return get_model_state_dict(self.model, options=options)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any | None = None) -> None:
         """Write beside the checkpoint, then swap it in: a run killed while its ranks write
@@ -66,8 +75,8 @@ class FullyShardedStrategy(ModelParallelStrategy):
         super().save_checkpoint(checkpoint, partial, storage_options)
         self.barrier()
         if self.global_rank == 0:
-            remove(previous)
-            if path.exists():
+            if path.exists():  # else a previous save was killed after moving it away: keep that one until now
+                remove(previous)
                 path.rename(previous)
             partial.rename(path)
             remove(previous)
@@ -85,7 +94,9 @@ def remove(path: Path) -> None:
 def mixed_precision(precision: str, backbone: nn.Module) -> MixedPrecisionPolicy:
     """Gather in bf16 under a bf16 precision, keeping float32 masters and float32 gradient
     reductions. Under ``32-true`` parameters are gathered as stored, unless they mix dtypes
-    (a frozen bf16 base with float32 adapters): then in the base's dtype, since a unit gathers one."""
+    (a frozen bf16 base with float32 adapters): then in the base's dtype, since a unit gathers one.
+    Inputs are not cast: under autocast the residual stream stays float32 between the units, as it
+    does on one device (the router, gathered in float32, then routes on float32 inputs)."""
     dtypes = {p.dtype for p in backbone.parameters()}
     if precision in BF16_PRECISIONS:
         gathered = torch.bfloat16
@@ -93,7 +104,7 @@ def mixed_precision(precision: str, backbone: nn.Module) -> MixedPrecisionPolicy
         gathered = min(dtypes, key=lambda dtype: torch.finfo(dtype).bits)
     else:
         gathered = None
-    return MixedPrecisionPolicy(param_dtype=gathered, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy(param_dtype=gathered, reduce_dtype=torch.float32, cast_forward_inputs=False)
 
 
 def shard_backbone(backbone: nn.Module, mesh: DeviceMesh, precision: str, device: torch.device, rank: int) -> None:
@@ -103,7 +114,7 @@ def shard_backbone(backbone: nn.Module, mesh: DeviceMesh, precision: str, device
         mesh = mesh[mesh.mesh_dim_names[1]] if mesh.mesh_dim_names else mesh
     full = backbone.state_dict() if rank == 0 else {}
     policy = mixed_precision(precision, backbone)
-    float32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+    float32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32, cast_forward_inputs=False)
     for module in backbone.modules():
         if isinstance(module, Router):
             fully_shard(module, mesh=mesh, mp_policy=float32)
