@@ -16,7 +16,7 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from anyorder.data.datamodule import TrajectoryDataModule
 from anyorder.errors import ConfigError, DataError, describe, report_errors
@@ -24,18 +24,25 @@ from anyorder.eval.checkpoint import load_trained
 from anyorder.masking.queries import world_model_query
 from anyorder.models.llada2 import LLaDA2MoE, from_pretrained
 from anyorder.models.llada2_checkpoint import save_pretrained
-from anyorder.models.lora import merge_lora
+from anyorder.models.lora import DEFAULT_TARGETS, merge_lora, save_adapters
 from anyorder.models.module import AnyOrderModule
 from anyorder.models.objective import token_nll
 from anyorder.naming import register_resolvers
 
 
 def export(
-    ckpt_path: str | Path, out: str | Path, dtype: str = "bfloat16", max_shard_gb: float = 5.0, check_batches: int = 2
+    ckpt_path: str | Path,
+    out: str | Path,
+    dtype: str = "bfloat16",
+    max_shard_gb: float = 5.0,
+    check_batches: int = 2,
+    adapters_only: bool = False,
 ) -> Path:
     """Write the run of ``ckpt_path`` to ``out``; returns ``out``.
 
-    LoRA adapters are folded into the weights in float32 and rounded once to ``dtype``. With
+    LoRA adapters are folded into the weights in float32 and rounded once to ``dtype``; with
+    ``adapters_only`` they are written alone instead (float32, with the settings that put them
+    back on the base: :func:`anyorder.models.lora.load_adapters`). With
     ``check_batches`` the written directory is loaded back and scored against the trained model
     on that many validation batches (the world-model query's NLL): an export that does not
     compute what was trained is an error, not a file.
@@ -50,6 +57,14 @@ def export(
         raise ConfigError(
             "ckpt_path", "an autoregressive run (causal attention): a LLaDA2.0 directory would be read bidirectionally"
         )
+    if adapters_only:
+        lora = OmegaConf.to_container(run.config.model.lora, resolve=True) if "lora" in run.config.model else {}
+        r = lora.get("r", 0)
+        settings = {
+            "r": r, "alpha": lora.get("alpha") or 2 * r, "dropout": lora.get("dropout", 0.0),
+            "targets": list(lora.get("targets") or DEFAULT_TARGETS), "base": run.config.model.get("path"),
+        }  # fmt: skip
+        return save_adapters(backbone, Path(out), settings)
     trained = None
     if check_batches:
         try:
@@ -92,7 +107,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     with report_errors():
-        out = export(cfg.ckpt_path, cfg.out, cfg.dtype, cfg.max_shard_gb, cfg.check_batches)
+        out = export(cfg.ckpt_path, cfg.out, cfg.dtype, cfg.max_shard_gb, cfg.check_batches, cfg.adapters_only)
     print(f"exported to {out}")
 
 

@@ -20,6 +20,7 @@ from anyorder.eval.checkpoint import load_trained, read_weights
 from anyorder.export import export
 from anyorder.models.build import build_module
 from anyorder.models.llada2 import from_pretrained
+from anyorder.models.lora import load_adapters
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = Path(__file__).resolve().parent / "probes"
@@ -125,3 +126,6 @@ def test_lora_on_two_processes_checkpoints_its_adapters_alone(data_root: Path, t
     expected = logits(trained.module.backbone.float(), ids)  # bf16 base made float32, exactly: the same function
     merged = from_pretrained(export(last, tmp_path / "exported", dtype="float32"))  # merged in float32
     torch.testing.assert_close(logits(merged, ids), expected, rtol=1e-5, atol=1e-5)
+    adapters = export(last, tmp_path / "adapters", adapters_only=True)  # or the adapters alone, onto the base
+    rebuilt = load_adapters(from_pretrained(FIXTURE, dtype="bfloat16"), adapters)
+    torch.testing.assert_close(logits(rebuilt.float(), ids), expected, rtol=1e-6, atol=1e-6)

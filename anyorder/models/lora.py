@@ -9,13 +9,17 @@ is what an export writes. (``model=hf_local`` keeps peft, for arbitrary HF archi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from anyorder.errors import ConfigError
+from anyorder.errors import ConfigError, DataError
 
 # LLaDA2's attention projections: the fused q/k/v and the output projection
 DEFAULT_TARGETS = ("query_key_value", "dense")
@@ -81,6 +85,36 @@ def add_lora(
     for parent, name in found:
         setattr(parent, name, LoRALinear(getattr(parent, name), r, alpha if alpha is not None else 2 * r, dropout))
     return len(found)
+
+
+ADAPTER_FILE, ADAPTER_CONFIG = "adapters.safetensors", "adapter_config.json"
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every adapter tensor of ``model`` under its name (``...query_key_value.lora_A``)."""
+    return {name: p.detach() for name, p in model.named_parameters() if name.endswith((".lora_A", ".lora_B"))}
+
+
+def save_adapters(model: nn.Module, directory: Path, settings: dict[str, Any]) -> Path:
+    """The adapters alone (float32 safetensors) and the settings that rebuild them on the base."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in adapter_state_dict(model).items()}
+    if not state:
+        raise ConfigError("adapters_only", "the run has no LoRA adapters to write (model.lora.r is 0)")
+    save_file(state, str(directory / ADAPTER_FILE), metadata={"format": "pt"})
+    (directory / ADAPTER_CONFIG).write_text(json.dumps(settings, indent=2))
+    return directory
+
+
+def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
+    """``model`` (the base the adapters were trained on) with the adapters of ``directory``, in place."""
+    directory = Path(directory)
+    settings = json.loads((directory / ADAPTER_CONFIG).read_text())
+    add_lora(model, settings["r"], settings["targets"], settings["alpha"], settings.get("dropout", 0.0))
+    missing, unexpected = model.load_state_dict(load_file(str(directory / ADAPTER_FILE)), strict=False)
+    if unexpected or any(name.endswith(("lora_A", "lora_B")) for name in missing):
+        raise DataError(directory, f"the adapters do not fit the model (unexpected {unexpected[:3]})")
+    return model
 
 
 def merge_lora(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
