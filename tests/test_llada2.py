@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,37 @@ def test_without_a_mask_attention_is_bidirectional() -> None:
 
 
 # -- experts and router -------------------------------------------------------------------
+def test_under_autocast_the_experts_compute_in_its_dtype_and_combine_in_float32(monkeypatch) -> None:
+    """grouped_mm is no autocast op: the experts cast to autocast's dtype themselves (no float32
+    [T*k, H] copies, the bf16 fast path), and the k outputs are summed in the weights' float32."""
+    import anyorder.models.llada2 as llada2
+
+    seen = []
+    real = llada2.grouped_matmul
+    monkeypatch.setattr(llada2, "grouped_matmul", lambda x, w, ends: seen.append(x.dtype) or real(x, w, ends))
+    torch.manual_seed(0)
+    experts = Experts(num_experts=4, hidden_size=32, width=16)
+    x, weights = torch.randn(10, 32), torch.rand(10, 2)
+    chosen = torch.stack([torch.randperm(4)[:2] for _ in range(10)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = experts(x, chosen, weights)
+    assert set(seen) == {torch.bfloat16} and out.dtype == torch.float32
+    torch.testing.assert_close(out, experts(x, chosen, weights), rtol=0.05, atol=0.05)
+
+
+def test_a_slow_expert_path_is_warned_about_once() -> None:
+    import anyorder.models.llada2 as llada2
+
+    llada2._warned.clear()
+    experts = Experts(num_experts=3, hidden_size=30, width=8)  # 30 float32 values: rows not 16-byte aligned
+    chosen = torch.zeros(5, 1, dtype=torch.long)
+    with pytest.warns(UserWarning, match="slow path"):
+        experts(torch.randn(5, 30), chosen, torch.ones(5, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        experts(torch.randn(5, 30), chosen, torch.ones(5, 1))  # once per reason, not per layer and step
+
+
 @pytest.mark.parametrize("hidden", [32, 30])  # 30: rows not 16-byte aligned, the batched fallback
 def test_grouped_experts_equal_a_per_expert_loop_forward_and_backward(hidden: int) -> None:
     torch.manual_seed(0)
