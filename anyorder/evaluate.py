@@ -335,6 +335,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"{expert['mean_length']:.1f}   ({expert['name']} success {expert['success_rate']:.3f})",
         row("world-model NLL (nats/obs token, one-shot)", "world_model.nll_per_token"),
         row("world-model NLL (joint: chain rule, in order)", "world_model.joint_nll_per_token"),
+        row("  one-shot on the same windows", "world_model.nll_per_token_joint_windows"),
+        row("  chain rule on every window (left to right)", "world_model.joint_nll_per_token_all_windows"),
         row("  per cell token: ego-mapped", "world_model.nll_per_token_ego_mapped"),
         row("  per cell token: new in view", "world_model.nll_per_token_new_in_view"),
         row("  per cell token: first-step windows", "world_model.nll_per_token_first_step"),
@@ -384,7 +386,7 @@ HPARAM_METRICS = {  # TensorBoard's HParams view: the sweep's headline metrics, 
     "hparams/success_rate": lambda m: m["success_rate"],
     # the model's own likelihood: one shot for the any-order model, the chain rule for a left-to-right one
     "hparams/world_model_nll": lambda m: (
-        lookup(m["tasks"], "world_model.nll_per_token") or m["tasks"]["world_model"]["joint_nll_per_token"]
+        lookup(m["tasks"], "world_model.nll_per_token") or m["tasks"]["world_model"]["joint_nll_per_token_all_windows"]
     ),
     "hparams/action_accuracy": lambda m: m["tasks"]["policy"]["accuracy"],
     "hparams/robustness_area": lambda m: m["robustness"]["success_area"],

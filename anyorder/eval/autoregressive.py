@@ -5,7 +5,8 @@ what changes is how each question is put to a model that reads left to right:
 
 * policy: the action after the prefix (the last token: nothing follows it);
 * world model: the next observation's NLL by the chain rule (teacher forcing; exact for this
-  model, reported as ``joint_nll_per_token`` — a one-shot NLL does not exist), and its cells
+  model, reported as ``joint_nll_per_token`` on the windows where the any-order model's is
+  measured, and on every window — a one-shot NLL does not exist), and its cells
   decoded greedily, left to right (:func:`greedy_decode`);
 * inverse: by Bayes over the actions, ``argmax_a log p(a | past) + log p(next view | past, a)``,
   one teacher-forced pass per candidate;
@@ -73,7 +74,14 @@ class AutoregressiveEvaluator(TaskEvaluator):
         )
 
     def world_model_nll(self, batch: TokenBatch, query: torch.Tensor, scored: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"joint_nll_per_token": token_nll(self.module.query_logits(batch, query), batch["input_ids"], scored)}
+        """The chain rule by teacher forcing on every window (``joint_nll_per_token_all_windows``: no
+        one-shot NLL exists), and on the first ``joint_nll_batches`` batches under the any-order
+        model's key, so that the two models' joint NLLs are read on the same windows."""
+        chain = token_nll(self.module.query_logits(batch, query), batch["input_ids"], scored)
+        out = {"joint_nll_per_token_all_windows": chain}
+        if self.batches_seen < self.joint_nll_batches:
+            out["joint_nll_per_token"] = chain
+        return out
 
     def update_inverse(self, batch: TokenBatch) -> None:
         target = inverse_target(batch)

@@ -209,13 +209,16 @@ class TaskEvaluator(ClusteredMetrics):
             self._add_at(f"robustness_action_accuracy.{fraction}", self._action_prediction(masked, query), query)
 
     def world_model_nll(self, batch: TokenBatch, query: torch.Tensor, scored: torch.Tensor) -> dict[str, torch.Tensor]:
-        """NLL per ``scored`` position by kind of likelihood: ``nll_per_token`` all hidden at once
-        (one shot, factorised), and for the first ``joint_nll_batches`` batches ``joint_nll_per_token``,
-        the chain rule: the hidden tokens revealed one at a time in sequence order, each scored
-        given the ones before it (the order a left-to-right model reads them in)."""
-        out = {"nll_per_token": token_nll(self.module.query_logits(batch, query), batch["input_ids"], scored)}
+        """NLL per ``scored`` position by kind of likelihood, the model's own first: ``nll_per_token``
+        all hidden at once (one shot, factorised); on the first ``joint_nll_batches`` batches also
+        ``joint_nll_per_token``, the chain rule (the hidden tokens revealed one at a time in
+        sequence order, each scored given the ones before it: the order a left-to-right model reads
+        them in), and the one-shot NLL of the same windows (``nll_per_token_joint_windows``)."""
+        one_shot = token_nll(self.module.query_logits(batch, query), batch["input_ids"], scored)
+        out = {"nll_per_token": one_shot}
         if self.batches_seen < self.joint_nll_batches:
             out["joint_nll_per_token"] = revealed_in_order(self.module, batch, query, scored)
+            out["nll_per_token_joint_windows"] = one_shot
         return out
 
     def update_world_model(self, batch: TokenBatch) -> None:
