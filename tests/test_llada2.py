@@ -268,7 +268,7 @@ def test_absent_config_fields_take_the_upstream_defaults() -> None:
     required = dict(
         model_type="llada2_moe", vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
         num_attention_heads=4, moe_intermediate_size=16, attention_dropout=0.0, embedding_dropout=0.0,
-        output_dropout=0.0,
+        output_dropout=0.0, pad_token_id=0,
     )  # fmt: skip
     config = LLaDA2Config.from_dict(required)
     assert (config.num_key_value_heads, config.head_dim, config.rotary_dim) == (4, 8, 4)  # 0 / absent: MHA
@@ -276,6 +276,8 @@ def test_absent_config_fields_take_the_upstream_defaults() -> None:
     assert (config.rms_norm_eps, config.use_bias, config.max_position_embeddings) == (1e-5, True, 16384)
     with pytest.raises(ConfigError, match="attention_dropout"):  # upstream's default, 0.1, is not implemented
         LLaDA2Config.from_dict({k: v for k, v in required.items() if k != "attention_dropout"})
+    with pytest.raises(ConfigError, match="pad_token_id"):  # upstream's default, 126081, is no id of 50
+        LLaDA2Config.from_dict({k: v for k, v in required.items() if k != "pad_token_id"})
 
 
 # -- training, LoRA, export ---------------------------------------------------------------
