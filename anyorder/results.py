@@ -556,6 +556,9 @@ def world_model_table(jobs: pd.DataFrame) -> str:
             cells = [_row_label(strategy, prob, settings), str(len(group))]
             for value_column, baseline_column, lower in WORLD_MODEL_COLUMNS.values():
                 mean, low, high = t_interval(group[value_column].dropna().to_numpy())
+                if pd.isna(mean):  # not measured for this row (an older record; a question it cannot be asked)
+                    cells.append("—")
+                    continue
                 text = f"{mean:.3f}" + ("" if pd.isna(low) else f" [{low:.3f}, {high:.3f}]")
                 reference = group[baseline_column].mean() if baseline_column is not None else NAN
                 if not pd.isna(mean) and not pd.isna(reference):
