@@ -126,6 +126,20 @@ def test_without_a_mask_attention_is_bidirectional() -> None:
 
 
 # -- experts and router -------------------------------------------------------------------
+@pytest.mark.parametrize("hidden", [32, 30])  # the fused path and the batched fallback
+def test_padded_tokens_go_to_no_expert_and_the_real_ones_are_unchanged(hidden: int) -> None:
+    torch.manual_seed(0)
+    experts = Experts(num_experts=5, hidden_size=hidden, width=16)
+    x, weights = torch.randn(12, hidden), torch.rand(12, 2)
+    chosen = torch.stack([torch.randperm(5)[:2] for _ in range(12)])
+    real = torch.rand(12) > 0.4
+    routed = experts(x, chosen, weights, real=real)
+    torch.testing.assert_close(routed[real], experts(x, chosen, weights)[real], rtol=1e-5, atol=1e-5)
+    assert torch.equal(routed[~real], torch.zeros_like(routed[~real]))
+    nothing = experts(x, chosen, weights, real=torch.zeros(12, dtype=torch.bool))
+    assert torch.equal(nothing, torch.zeros_like(nothing))
+
+
 def test_under_autocast_the_experts_compute_in_its_dtype_and_combine_in_float32(monkeypatch) -> None:
     """grouped_mm is no autocast op: the experts cast to autocast's dtype themselves (no float32
     [T*k, H] copies, the bf16 fast path), and the k outputs are summed in the weights' float32."""

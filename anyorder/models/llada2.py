@@ -229,10 +229,11 @@ class MLP(nn.Module):
 
 def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
     """``x[rows of group g] @ weight[g].T`` for rows sorted by group; ``ends`` = cumulative group sizes.
+    Rows after ``ends[-1]`` belong to no group and are not computed (their output is undefined).
 
     One kernel for all groups (``torch.nn.functional.grouped_mm``) where torch has it and the
     row strides meet its 16-byte alignment; otherwise one batched matmul over groups padded
-    to the largest (same result, more memory, one host sync for the padded size).
+    to the largest (same result, more memory, host syncs for the sizes).
     """
     w = weight.transpose(1, 2).to(x.dtype)  # [G, in, out], a view when the dtypes agree
     aligned = (x.shape[1] * x.element_size()) % 16 == 0 and (w.shape[2] * x.element_size()) % 16 == 0
@@ -240,12 +241,17 @@ def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor) ->
     warn_if_slow(x, fused)
     if fused:
         return F.grouped_mm(x, w, offs=ends.to(torch.int32))
+    out = x.new_zeros(len(x), w.shape[2])
+    total = int(ends[-1]) if len(ends) else 0
+    if not total:
+        return out
     sizes = torch.diff(ends, prepend=ends.new_zeros(1))
-    group = torch.repeat_interleave(torch.arange(len(sizes), device=x.device), sizes, output_size=len(x))
-    slot = torch.arange(len(x), device=x.device) - (ends - sizes)[group]
-    padded = x.new_zeros(len(sizes), int(sizes.max()) if len(x) else 0, x.shape[1])
-    padded[group, slot] = x
-    return torch.bmm(padded, w)[group, slot]
+    group = torch.repeat_interleave(torch.arange(len(sizes), device=x.device), sizes, output_size=total)
+    slot = torch.arange(total, device=x.device) - (ends - sizes)[group]
+    padded = x.new_zeros(len(sizes), int(sizes.max()), x.shape[1])
+    padded[group, slot] = x[:total]
+    out[:total] = torch.bmm(padded, w)[group, slot]
+    return out
 
 
 _warned: set[str] = set()
@@ -287,23 +293,33 @@ class Experts(nn.Module):
         for weight in (self.gate_proj, self.up_proj, self.down_proj):
             nn.init.normal_(weight, std=0.02)
 
-    def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor, real: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``x`` [T, H]; ``chosen``/``weights`` [T, k] -> sum_j weights[:, j] * expert_{chosen[:, j]}(x).
 
         Rows are gathered in the compute dtype (bf16 under bf16-mixed: no ``[T*k, H]`` float32
         copies), group sizes are counted on the device (no host sync), and the weighted sum
-        over the k choices is taken in the routing weights' float32.
+        over the k choices is taken in the routing weights' float32. Tokens outside ``real``
+        (bool [T]: padding) are sent to no expert: sorted after every expert's rows, they are
+        not computed, and their output is 0.
         """
         tokens, k = chosen.shape
         experts = self.gate_proj.shape[0]
         flat = chosen.flatten()
+        if real is not None:  # a virtual expert past the last one: sorted last, outside every group
+            flat = torch.where(real.repeat_interleave(k), flat, experts)
         order = torch.argsort(flat, stable=True)
-        counts = torch.zeros(experts, dtype=torch.long, device=x.device).scatter_add_(0, flat, torch.ones_like(flat))
-        ends = torch.cumsum(counts, dim=0)
+        counts = torch.zeros(experts + 1, dtype=torch.long, device=x.device).scatter_add_(
+            0, flat, torch.ones_like(flat)
+        )
+        ends = torch.cumsum(counts[:experts], dim=0)
         rows = x.to(compute_dtype(x))[order // k]
         hidden = F.silu(grouped_matmul(rows, self.gate_proj, ends)) * grouped_matmul(rows, self.up_proj, ends)
         out = grouped_matmul(hidden, self.down_proj, ends)
         out = out[torch.argsort(order)].view(tokens, k, -1)  # back to (token, choice) order
+        if real is not None:  # the rows of padded tokens were never computed: whatever they hold
+            out = torch.where(real[:, None, None], out, 0)
         return (out.to(weights.dtype) * weights[..., None]).sum(dim=1).to(x.dtype)
 
     def forward_loop(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -369,9 +385,11 @@ class MoE(nn.Module):
             else None
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """``real`` (bool [B, L]): the tokens to route; padding is sent to no routed expert."""
         flat = x.reshape(-1, x.shape[-1])
-        out = self.experts(flat, *self.gate(flat)).view_as(x)
+        tokens = None if real is None else real.reshape(-1)
+        out = self.experts(flat, *self.gate(flat), real=tokens).view_as(x)
         return out if self.shared_experts is None else out + self.shared_experts(x)
 
 
@@ -392,14 +410,30 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(config.hidden_size, config.intermediate_size) if dense else MoE(config)
         self.checkpointed = False
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        keep: torch.Tensor | None,
+        real: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``keep``: what each query attends to; ``real`` (bool [B, L] or None): the tokens routed."""
         if self.checkpointed and self.training and torch.is_grad_enabled():
-            return checkpoint(self._block, x, cos, sin, keep, use_reentrant=False)
-        return self._block(x, cos, sin, keep)
+            return checkpoint(self._block, x, cos, sin, keep, real, use_reentrant=False)
+        return self._block(x, cos, sin, keep, real)
 
-    def _block(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    def _block(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        keep: torch.Tensor | None,
+        real: torch.Tensor | None,
+    ) -> torch.Tensor:
         x = x + self.attention(self.input_layernorm(x), (cos, sin), keep)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        normed = self.post_attention_layernorm(x)
+        return x + (self.mlp(normed, real) if isinstance(self.mlp, MoE) else self.mlp(normed))
 
 
 class Trunk(nn.Module):
@@ -446,18 +480,17 @@ class LLaDA2MoE(nn.Module):
         if torch.is_autocast_enabled(input_ids.device.type):  # mixed precision: the residual stream in float32,
             hidden = hidden.float()  # whatever dtype the (sharded, bf16-gathered or frozen) embedding is held in
         if attention_mask is None or bool(attention_mask.all()):  # no padding: SDPA keeps its fused kernels
-            keep = None
+            keep = real = None
             positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         else:
-            keep = attention_mask.bool()
-            keep = keep | ~keep.any(dim=1, keepdim=True)  # an all-padding row attends to itself, not to nothing
+            real = attention_mask.bool()  # the tokens routed to experts (padding is not)
+            keep = real | ~real.any(dim=1, keepdim=True)  # an all-padding row attends to itself, not to nothing
             positions = (torch.cumsum(keep, dim=1) - 1).clamp(min=0)  # real tokens only
         if self.causal:
-            real = torch.ones_like(input_ids, dtype=torch.bool) if keep is None else keep
-            keep = ~causal_blocked(real)
+            keep = ~causal_blocked(torch.ones_like(input_ids, dtype=torch.bool) if keep is None else keep)
         cos, sin = rotary_tables(positions, self.config.rotary_dim, self.config.rope_theta, hidden.dtype)
         for layer in self.model.layers:
-            hidden = layer(hidden, cos, sin, keep)
+            hidden = layer(hidden, cos, sin, keep, real)
         return self.lm_head(self.model.norm(hidden))
 
 
