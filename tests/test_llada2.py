@@ -133,9 +133,18 @@ def test_padded_tokens_go_to_no_expert_and_the_real_ones_are_unchanged(hidden: i
     x, weights = torch.randn(12, hidden), torch.rand(12, 2)
     chosen = torch.stack([torch.randperm(5)[:2] for _ in range(12)])
     real = torch.rand(12) > 0.4
+    x.requires_grad_(True)
     routed = experts(x, chosen, weights, real=real)
-    torch.testing.assert_close(routed[real], experts(x, chosen, weights)[real], rtol=1e-5, atol=1e-5)
+    reference = experts.forward_loop(x, chosen, weights)
+    torch.testing.assert_close(routed[real], reference[real], rtol=1e-5, atol=1e-5)
     assert torch.equal(routed[~real], torch.zeros_like(routed[~real]))
+    # the gradients too: finite everywhere (an uncomputed row must not leak its undefined values back)
+    probe = torch.randn_like(routed) * real[:, None]
+    grads = torch.autograd.grad((routed * probe).sum(), [x, experts.up_proj])
+    expected = torch.autograd.grad((reference * probe).sum(), [x, experts.up_proj])
+    assert all(torch.isfinite(g).all() for g in grads)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     nothing = experts(x, chosen, weights, real=torch.zeros(12, dtype=torch.bool))
     assert torch.equal(nothing, torch.zeros_like(nothing))
 

@@ -315,11 +315,15 @@ class Experts(nn.Module):
         )
         ends = torch.cumsum(counts[:experts], dim=0)
         rows = x.to(compute_dtype(x))[order // k]
+        if real is not None:  # rows past the last group are computed by no expert: their outputs (and the
+            # gradients the grouped matmul returns for them) are undefined, so neither may flow on
+            inside = (torch.arange(len(rows), device=x.device) < ends[-1])[:, None]
+            rows = torch.where(inside, rows, 0)
         hidden = F.silu(grouped_matmul(rows, self.gate_proj, ends)) * grouped_matmul(rows, self.up_proj, ends)
         out = grouped_matmul(hidden, self.down_proj, ends)
+        if real is not None:
+            out = torch.where(inside, out, 0)
         out = out[torch.argsort(order)].view(tokens, k, -1)  # back to (token, choice) order
-        if real is not None:  # the rows of padded tokens were never computed: whatever they hold
-            out = torch.where(real[:, None, None], out, 0)
         return (out.to(weights.dtype) * weights[..., None]).sum(dim=1).to(x.dtype)
 
     def forward_loop(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
