@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from anyorder.errors import ConfigError, DataError
@@ -223,7 +223,8 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(hidden_size, width, bias=False)
         self.down_proj = nn.Linear(width, hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """``real`` is the MoE's routing mask; a dense MLP computes every token alike."""
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -414,30 +415,16 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(config.hidden_size, config.intermediate_size) if dense else MoE(config)
         self.checkpointed = False
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        keep: torch.Tensor | None,
-        real: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """``keep``: what each query attends to; ``real`` (bool [B, L] or None): the tokens routed."""
+    def forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        """``(x, cos, sin, keep, real)``, as :meth:`block` takes them."""
         if self.checkpointed and self.training and torch.is_grad_enabled():
-            return checkpoint(self._block, x, cos, sin, keep, real, use_reentrant=False)
-        return self._block(x, cos, sin, keep, real)
+            return checkpoint(self.block, *inputs, use_reentrant=False)
+        return self.block(*inputs)
 
-    def _block(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        keep: torch.Tensor | None,
-        real: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def block(self, x: Tensor, cos: Tensor, sin: Tensor, keep: Tensor | None, real: Tensor | None) -> torch.Tensor:
+        """``keep``: what each query attends to; ``real`` (bool [B, L] or None): the tokens routed."""
         x = x + self.attention(self.input_layernorm(x), (cos, sin), keep)
-        normed = self.post_attention_layernorm(x)
-        return x + (self.mlp(normed, real) if isinstance(self.mlp, MoE) else self.mlp(normed))
+        return x + self.mlp(self.post_attention_layernorm(x), real)
 
 
 class Trunk(nn.Module):
