@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 
 from anyorder.data.layout import TokenKind
-from anyorder.eval.autoregressive import AutoregressiveEvaluator, greedy_decode
+from anyorder.eval.autoregressive import AutoregressiveEvaluator, greedy_decode, greedy_decode_cached
 from anyorder.eval.baselines import TrainingPriors
 from anyorder.eval.checkpoint import load_trained
 from anyorder.eval.tasks import TaskEvaluator, revealed_in_order
@@ -74,6 +74,33 @@ def test_greedy_decoding_by_fixed_point_equals_one_token_at_a_time() -> None:
     for position in range(4, 10):  # the reference: decode one position, then the next
         expected[:, position] = logits_fn(expected)[:, position].argmax(dim=-1)
     assert torch.equal(greedy_decode(logits_fn, ids, query, kind, allowed), expected)
+
+
+def test_cached_decoding_is_the_full_forward_one_position_at_a_time(compose_train) -> None:
+    cfg = compose_train(*TINY, "objective=autoregressive", "model=tiny_layout", "model.backbone.num_layers=2")
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    module = build_module(cfg, data).eval()
+    backbone = module.backbone
+    batch = next(iter(data.val_dataloader()))
+    ids, keep = batch["input_ids"], batch["attention_mask"].bool()
+    assert (~keep).any()  # left padding and padding inside the mission: what the cache must skip
+    split = ids.shape[1] - 12
+    with torch.no_grad():
+        full = backbone(ids, keep)
+        prefix, cache = backbone.start_decoding(ids[:, :split], keep[:, :split])
+        steps = [backbone.decode_step(ids[:, p], keep[:, p], cache) for p in range(split, ids.shape[1])]
+    torch.testing.assert_close(prefix, full[:, :split], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.stack(steps, dim=1), full[:, split:], atol=1e-5, rtol=1e-4)
+
+    evaluator = AutoregressiveEvaluator(module, data.tokenizer.vocabulary)
+    query = world_model_query(batch)
+    cached = greedy_decode_cached(backbone, batch, query, evaluator.allowed)
+    jacobi = greedy_decode(
+        lambda x: module({**batch, "input_ids": x}, torch.zeros_like(query)), ids, query, batch["kind"], evaluator.allowed
+    )
+    assert torch.equal(cached, jacobi) and torch.equal(cached[~query], ids[~query])
+    assert torch.equal(evaluator.decode(batch, query), cached)  # the evaluator takes the cache where there is one
 
 
 def test_the_objective_scores_the_chosen_kinds_and_never_padding(compose_train) -> None:

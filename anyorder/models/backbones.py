@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,16 +160,76 @@ class PreNormEncoder(nn.Module):
         return self.tokens.num_embeddings
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        hidden = self.tokens(input_ids) + self.positions(positions)
-        if self.layout is not None:
-            hidden = hidden + self.layout()[: input_ids.shape[1]]
+        hidden = self._embed(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device))
         if self.causal:
             blocked = causal_blocked(attention_mask.bool()).repeat_interleave(self.num_heads, dim=0)
             hidden = self.encoder(hidden, mask=blocked)
         else:
             hidden = self.encoder(hidden, src_key_padding_mask=~attention_mask.bool())
         return self.head(self.norm(hidden))
+
+    # -- left-to-right decoding with a key/value cache (causal only, evaluation only) ----------
+    def start_decoding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, KeyValueCache]:
+        """The logits of a prefix (as :meth:`forward`) and its keys and values, to extend one
+        position at a time with :meth:`decode_step`: greedy decoding then costs one forward of
+        the prefix plus one single-position pass per decoded token, not one whole forward each."""
+        keep = attention_mask.bool()
+        cache = KeyValueCache([], [], keep)
+        hidden = self._embed(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device))
+        allowed = ~causal_blocked(keep)
+        for layer in self.encoder.layers:
+            hidden, keys, values = self._cached_layer(layer, hidden, allowed, None, None)
+            cache.keys.append(keys)
+            cache.values.append(values)
+        return self.head(self.norm(hidden)), cache
+
+    def decode_step(self, token_ids: torch.Tensor, keep: torch.Tensor, cache: KeyValueCache) -> torch.Tensor:
+        """Logits ``[B, V]`` at the next position (``token_ids [B]``, real where ``keep [B]``),
+        attending as :meth:`forward` would: to the real positions before it and to itself."""
+        position = cache.keep.shape[1]
+        hidden = self._embed(token_ids[:, None], torch.tensor([position], device=token_ids.device))
+        allowed = torch.cat([cache.keep, torch.ones_like(keep[:, None])], dim=1)[:, None]  # [B, 1, T + 1]
+        for index, layer in enumerate(self.encoder.layers):
+            hidden, cache.keys[index], cache.values[index] = self._cached_layer(
+                layer, hidden, allowed, cache.keys[index], cache.values[index]
+            )
+        cache.keep = torch.cat([cache.keep, keep[:, None]], dim=1)
+        return self.head(self.norm(hidden))[:, 0]
+
+    def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        hidden = self.tokens(input_ids) + self.positions(positions)
+        return hidden if self.layout is None else hidden + self.layout()[positions]
+
+    def _cached_layer(
+        self,
+        layer: nn.TransformerEncoderLayer,
+        hidden: torch.Tensor,
+        allowed: torch.Tensor,
+        past_keys: torch.Tensor | None,
+        past_values: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pre-LN encoder layer (its own weights, no dropout) over new positions that attend to
+        cached ones; returns the hidden states and the keys and values so far, ``[B, heads, T, d]``."""
+        if not self.causal or self.training:
+            raise RuntimeError("cached decoding is for a causal encoder in eval mode")
+        attention = layer.self_attn
+        packed = F.linear(layer.norm1(hidden), attention.in_proj_weight, attention.in_proj_bias)
+        query, keys, values = (part.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for part in packed.chunk(3, -1))
+        if past_keys is not None:
+            keys, values = torch.cat([past_keys, keys], dim=2), torch.cat([past_values, values], dim=2)
+        attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=allowed[:, None])
+        hidden = hidden + attention.out_proj(attended.transpose(1, 2).flatten(2))
+        hidden = hidden + layer.linear2(layer.activation(layer.linear1(layer.norm2(hidden))))
+        return hidden, keys, values
+
+
+@dataclass
+class KeyValueCache:
+    """Per layer, the keys and values of the positions decoded so far, and which were real."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    keep: torch.Tensor  # bool [B, T]
 
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
