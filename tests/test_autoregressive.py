@@ -96,8 +96,9 @@ def test_cached_decoding_is_the_full_forward_one_position_at_a_time(compose_trai
     evaluator = AutoregressiveEvaluator(module, data.tokenizer.vocabulary)
     query = world_model_query(batch)
     cached = greedy_decode_cached(backbone, batch, query, evaluator.allowed)
+    visible = torch.zeros_like(query)
     jacobi = greedy_decode(
-        lambda x: module({**batch, "input_ids": x}, torch.zeros_like(query)), ids, query, batch["kind"], evaluator.allowed
+        lambda x: module({**batch, "input_ids": x}, visible), ids, query, batch["kind"], evaluator.allowed
     )
     assert torch.equal(cached, jacobi) and torch.equal(cached[~query], ids[~query])
     assert torch.equal(evaluator.decode(batch, query), cached)  # the evaluator takes the cache where there is one

@@ -169,7 +169,9 @@ class PreNormEncoder(nn.Module):
         return self.head(self.norm(hidden))
 
     # -- left-to-right decoding with a key/value cache (causal only, evaluation only) ----------
-    def start_decoding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, KeyValueCache]:
+    def start_decoding(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, KeyValueCache]:
         """The logits of a prefix (as :meth:`forward`) and its keys and values, to extend one
         position at a time with :meth:`decode_step`: greedy decoding then costs one forward of
         the prefix plus one single-position pass per decoded token, not one whole forward each."""
