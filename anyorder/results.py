@@ -176,6 +176,7 @@ def job_row(job_dir: Path, evaluation: str = OWN_EVALUATION) -> dict:
         "seed": job["seed"],
         "split": metrics.get("split", "dev"),
         "train_seconds": job["train_seconds"],
+        "train_minutes": job["train_seconds"] / 60,
         "episodes": episodes,
         "successes": round(metrics["success_rate"] * episodes),
         "success_rate": metrics["success_rate"],
@@ -539,6 +540,7 @@ WORLD_MODEL_COLUMNS = {
     "imagination k=3": ("imagination_k3", "imagination_k3_copy", False),
     "inverse acc.": ("inverse_accuracy", "direction_rule_inverse_accuracy", False),
     "in-painting": ("inpainting_exact_cells", "inpainting_ego_copy", False),
+    "train min.": ("train_minutes", None, True),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ from anyorder.data.vocabulary import Vocabulary
 from anyorder.errors import ConfigError
 from anyorder.eval.baselines import lookup
 from anyorder.eval.checkpoint import load_trained
-from anyorder.eval.metrics import area_under_curve, wilson_interval
+from anyorder.eval.metrics import area_under_curve, difference_interval, wilson_interval
 from anyorder.eval.occlusion import OCCLUDED_CODE, OcclusionWrapper
 from anyorder.eval.rollout import ExpertPolicy, ModelPolicy, nucleus, run_rollouts
 from anyorder.eval.seeds import EVAL_BLOCK, check_held_out, eval_seeds
@@ -216,6 +217,17 @@ def test_confidence_interval_and_area() -> None:
     assert low == pytest.approx(0.404, abs=1e-3) and high == pytest.approx(0.596, abs=1e-3)
     assert area_under_curve([0, 0.1, 0.25, 0.5], [0.8] * 4) == pytest.approx(0.8)
     assert area_under_curve([0, 0.5], [1.0, 0.0]) == pytest.approx(0.5)
+
+
+def test_the_difference_of_two_recipes_carries_welchs_interval() -> None:
+    # equal spreads and sizes: Welch's degrees of freedom are 2n - 2 = 4, t = 2.776
+    difference, low, high = difference_interval([0.90, 0.95, 1.00], [0.80, 0.85, 0.90])
+    half = 2.776 * (2 * 0.0025 / 3) ** 0.5
+    assert difference == pytest.approx(0.10) and (low, high) == pytest.approx((0.10 - half, 0.10 + half))
+    # one spread far larger: the degrees of freedom fall towards its n - 1 = 2 (t = 4.303), not 4
+    _, low, high = difference_interval([0.5, 0.9, 1.3], [0.90, 0.90, 0.91])
+    assert (high - low) / 2 > 4.0 * (0.16 / 3 + 0.0000333 / 3) ** 0.5
+    assert all(map(math.isnan, difference_interval([0.9], [0.8, 0.7])[1:]))
 
 
 def test_trained_policy_beats_a_random_policy(trained_run) -> None:

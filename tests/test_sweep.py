@@ -123,6 +123,7 @@ def test_the_world_model_table_sets_each_split_figure_beside_the_baseline_that_k
     assert "0.700 [0.700, 0.700] vs 0.500 |" in table  # imagination at k = 3 beside the iterated copy
     assert "0.700 [0.700, 0.700] vs 0.600 |" in table  # exact cells after a step clear the ego-motion copy
     assert "vs 1.000 **!**" in table  # the inverse model does not clear the direction rule
+    assert table.splitlines()[4].endswith("| 2.000 [-0.484, 4.484] |")  # train minutes 1, 2, 3: no baseline
 
 
 def test_a_row_reads_better_or_worse_than_a_reference_only_where_the_seed_intervals_are_disjoint(

@@ -48,6 +48,26 @@ def t_interval(values: list[float] | np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def difference_interval(
+    first: list[float] | np.ndarray, second: list[float] | np.ndarray
+) -> tuple[float, float, float]:
+    """Mean of ``first`` minus mean of ``second`` (e.g. two recipes' training seeds) with Welch's
+    95% interval (unequal spreads; the degrees of freedom rounded down, so never narrower than
+    Welch's). Where it holds 0, ``max(|low|, |high|)`` is the tie's equivalence bound: the two
+    differ by less than that at 95%. NaN bounds for fewer than two values on either side."""
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    difference = float(first.mean() - second.mean()) if first.size and second.size else float("nan")
+    if min(first.size, second.size) < 2:
+        return difference, float("nan"), float("nan")
+    parts = first.var(ddof=1) / first.size, second.var(ddof=1) / second.size
+    spread = math.sqrt(sum(parts))
+    if spread == 0:
+        return difference, difference, difference
+    df = sum(parts) ** 2 / (parts[0] ** 2 / (first.size - 1) + parts[1] ** 2 / (second.size - 1))
+    half = t_quantile_975(max(1, math.floor(df))) * spread
+    return difference, difference - half, difference + half
+
+
 def area_under_curve(fractions: list[float], values: list[float]) -> float:
     """Trapezoid area, normalised by the fraction range, so a flat curve at v has area v."""
     if len(fractions) < 2:
