@@ -547,7 +547,8 @@ WORLD_MODEL_COLUMNS = {
 def world_model_table(jobs: pd.DataFrame) -> str:
     """Per level and row: each world-model figure as mean [95% t-interval across training seeds]
     beside its strongest trivial baseline (mean over the jobs; the same windows for every job of
-    a level); **!** where the interval does not lie wholly beyond the baseline."""
+    a level); **!** where the interval does not lie wholly beyond the baseline; last, the mean
+    training minutes (wall clock on the machine that ran them)."""
     jobs = jobs[jobs["world_model_exact_cells_ego_mapped"].notna()]
     lines = []
     for level, rows in jobs.groupby("level", sort=False):
@@ -561,8 +562,11 @@ def world_model_table(jobs: pd.DataFrame) -> str:
                 if pd.isna(mean):  # not measured for this row (an older record; a question it cannot be asked)
                     cells.append("—")
                     continue
+                if baseline_column is None:  # what it cost (minutes), not a figure read against a baseline
+                    cells.append(f"{mean:.1f}")
+                    continue
                 text = f"{mean:.3f}" + ("" if pd.isna(low) else f" [{low:.3f}, {high:.3f}]")
-                reference = group[baseline_column].mean() if baseline_column is not None else NAN
+                reference = group[baseline_column].mean()
                 if not pd.isna(mean) and not pd.isna(reference):
                     edge = mean if pd.isna(low) else (high if lower else low)
                     clear = edge < reference if lower else edge > reference

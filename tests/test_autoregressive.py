@@ -85,7 +85,7 @@ def test_cached_decoding_is_the_full_forward_one_position_at_a_time(compose_trai
     batch = next(iter(data.val_dataloader()))
     ids, keep = batch["input_ids"], batch["attention_mask"].bool()
     assert (~keep).any()  # left padding and padding inside the mission: what the cache must skip
-    split = ids.shape[1] - 12
+    split = 2  # every later position one step at a time: padded ones too
     with torch.no_grad():
         full = backbone(ids, keep)
         prefix, cache = backbone.start_decoding(ids[:, :split], keep[:, :split])
@@ -102,6 +102,13 @@ def test_cached_decoding_is_the_full_forward_one_position_at_a_time(compose_trai
     )
     assert torch.equal(cached, jacobi) and torch.equal(cached[~query], ids[~query])
     assert torch.equal(evaluator.decode(batch, query), cached)  # the evaluator takes the cache where there is one
+    scattered = torch.rand(query.shape, generator=torch.Generator().manual_seed(0)) < 0.3
+    scattered[:, :2] = False  # each row its own query, starting where it starts, through padding too
+    assert (scattered & ~keep).any()
+    jacobi = greedy_decode(
+        lambda x: module({**batch, "input_ids": x}, visible), ids, scattered, batch["kind"], evaluator.allowed
+    )
+    assert torch.equal(greedy_decode_cached(backbone, batch, scattered, evaluator.allowed), jacobi)
 
 
 def test_the_objective_scores_the_chosen_kinds_and_never_padding(compose_train) -> None:

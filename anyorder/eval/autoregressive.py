@@ -87,12 +87,14 @@ def greedy_decode_cached(
     if len(columns) == 0:
         return ids
     first, last = int(columns[0]), int(columns[-1])
-    source = previous_real(keep)[:, first]
-    if first == 0 or bool((source < 0).any()):
-        raise ValueError("greedy decoding needs a real token before the first query position")
+    if first == 0:
+        raise ValueError("greedy decoding needs a token before the first query position")
     logits, cache = backbone.start_decoding(ids[:, :first], keep[:, :first])
+    source = previous_real(keep)[:, first].clamp(min=0)  # as shift_to_targets: position 0 where nothing is real
     upcoming = logits[torch.arange(len(ids), device=ids.device), source].float()  # predicts position `first`
     allowed = allowed.to(ids.device)
+    if upcoming.shape[-1] > allowed.shape[-1]:  # an embedding table wider than the vocabulary
+        allowed = torch.nn.functional.pad(allowed, (0, upcoming.shape[-1] - allowed.shape[-1]))
     for position in range(first, last + 1):
         choice = upcoming.masked_fill(~allowed[kind[:, position]], float("-inf")).argmax(dim=-1)
         ids[:, position] = torch.where(query[:, position], choice, ids[:, position])

@@ -54,7 +54,9 @@ def difference_interval(
     """Mean of ``first`` minus mean of ``second`` (e.g. two recipes' training seeds) with Welch's
     95% interval (unequal spreads; the degrees of freedom rounded down, so never narrower than
     Welch's). Where it holds 0, ``max(|low|, |high|)`` is the tie's equivalence bound: the two
-    differ by less than that at 95%. NaN bounds for fewer than two values on either side."""
+    differ by less than that at 95%. NaN bounds for fewer than two values on either side; no
+    spread on either side (every seed at 1.0) gives a zero-width interval that bounds nothing:
+    read the pooled episodes' interval then."""
     first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
     difference = float(first.mean() - second.mean()) if first.size and second.size else float("nan")
     if min(first.size, second.size) < 2:

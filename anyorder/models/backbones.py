@@ -175,6 +175,7 @@ class PreNormEncoder(nn.Module):
         """The logits of a prefix (as :meth:`forward`) and its keys and values, to extend one
         position at a time with :meth:`decode_step`: greedy decoding then costs one forward of
         the prefix plus one single-position pass per decoded token, not one whole forward each."""
+        self._check_decoding()
         keep = attention_mask.bool()
         cache = KeyValueCache([], [], keep)
         hidden = self._embed(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device))
@@ -188,6 +189,8 @@ class PreNormEncoder(nn.Module):
     def decode_step(self, token_ids: torch.Tensor, keep: torch.Tensor, cache: KeyValueCache) -> torch.Tensor:
         """Logits ``[B, V]`` at the next position (``token_ids [B]``, real where ``keep [B]``),
         attending as :meth:`forward` would: to the real positions before it and to itself."""
+        self._check_decoding()
+        keep = keep.bool()
         position = cache.keep.shape[1]
         hidden = self._embed(token_ids[:, None], torch.tensor([position], device=token_ids.device))
         allowed = torch.cat([cache.keep, torch.ones_like(keep[:, None])], dim=1)[:, None]  # [B, 1, T + 1]
@@ -197,6 +200,10 @@ class PreNormEncoder(nn.Module):
             )
         cache.keep = torch.cat([cache.keep, keep[:, None]], dim=1)
         return self.head(self.norm(hidden))[:, 0]
+
+    def _check_decoding(self) -> None:
+        if not self.causal or self.training:
+            raise RuntimeError("cached decoding is for a causal encoder in eval mode")
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         hidden = self.tokens(input_ids) + self.positions(positions)
@@ -211,9 +218,9 @@ class PreNormEncoder(nn.Module):
         past_values: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One pre-LN encoder layer (its own weights, no dropout) over new positions that attend to
-        cached ones; returns the hidden states and the keys and values so far, ``[B, heads, T, d]``."""
-        if not self.causal or self.training:
-            raise RuntimeError("cached decoding is for a causal encoder in eval mode")
+        cached ones; returns the hidden states and the keys and values so far, ``[B, heads, T, d]``.
+        It reads the layer's public weights as built in ``__init__`` (no extra key/value biases),
+        so it runs on an unsharded encoder: evaluation loads one."""
         attention = layer.self_attn
         packed = F.linear(layer.norm1(hidden), attention.in_proj_weight, attention.in_proj_bias)
         query, keys, values = (part.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for part in packed.chunk(3, -1))
