@@ -33,7 +33,16 @@ OWN_EVALUATION = "eval"  # <job>/eval/: the dev evaluation a job makes of itself
 TABLE_KEYS = ["level", "strategy", "prob", "settings"]
 # overrides that say which job of a sweep it is, how it ran or how it was evaluated -- never a row key
 # (paths, Hydra's own keys and ckpt_path never reach job.json: naming.job_overrides drops them)
-NOT_SETTINGS = ("seed", "point", "experiment", "masking", "data", "launcher", "eval_after_fit")  # masking: the label
+NOT_SETTINGS = (
+    "seed",
+    "point",
+    "experiment",
+    "masking",
+    "objective",
+    "data",
+    "launcher",
+    "eval_after_fit",
+)  # the label
 NOT_SETTING_PREFIXES = ("eval.", "callbacks.", "logger.", "trainer.devices", "trainer.accelerator")
 # the trivial baseline beside each headline metric: (column, metrics.json baselines key, baseline)
 BASELINE_COLUMNS = {

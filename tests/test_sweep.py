@@ -499,3 +499,15 @@ def test_a_job_is_labelled_by_its_objective_before_its_masking() -> None:
     assert strategy_label({"objective": "autoregressive_actions", "masking": "mixture"}) == "autoregressive_actions"
     assert strategy_label({"objective": "masked_diffusion", "masking": "next_action"}) == "next_action"
     assert strategy_label({}) == "default"
+
+
+def test_the_objective_names_the_row_not_its_settings(tmp_path: Path) -> None:
+    from anyorder.results import load_jobs
+
+    for objective in ("autoregressive", "autoregressive_actions"):
+        for lr in ("5e-4", "1e-3"):
+            overrides = {"objective": objective, "model.optimizer.lr": lr}
+            fake_job(tmp_path, f"{objective}{lr}", None, seed=0, wins=40, overrides=overrides)
+    jobs = load_jobs(tmp_path)
+    assert set(jobs["strategy"]) == {"autoregressive", "autoregressive_actions"}
+    assert {str(settings) for settings in jobs["settings"]} == {"model.optimizer.lr=5e-4", "model.optimizer.lr=1e-3"}
