@@ -325,6 +325,10 @@ def format_table(metrics: dict[str, Any]) -> str:
 
     world = tasks["world_model"]
     share = world.get("share_ego_mapped", float("nan"))
+    # split by what the previous view determines: the one-shot NLL's parts, else (left to right) the chain rule's
+    one_shot = "nll_per_token" in world
+    parts_key = "nll_per_token" if one_shot else "joint_nll_per_token_all_windows"
+    parts_label = "per cell token" if one_shot else "chain rule per cell"
     lines = [
         f"level {metrics['level']} (trained on {', '.join(metrics['trained_levels'])}"
         f"{'; a held-out family' if metrics['held_out_family'] else ''}), {metrics['split']} split: "
@@ -337,9 +341,14 @@ def format_table(metrics: dict[str, Any]) -> str:
         row("world-model NLL (joint: chain rule, in order)", "world_model.joint_nll_per_token"),
         row("  one-shot on the same windows", "world_model.nll_per_token_joint_windows"),
         row("  chain rule on every window (left to right)", "world_model.joint_nll_per_token_all_windows"),
-        row("  per cell token: ego-mapped", "world_model.nll_per_token_ego_mapped"),
-        row("  per cell token: new in view", "world_model.nll_per_token_new_in_view"),
-        row("  per cell token: first-step windows", "world_model.nll_per_token_first_step"),
+        *(
+            row(f"  {parts_label}: {part}", f"world_model.{parts_key}_{key}")
+            for part, key in (
+                ("ego-mapped", "ego_mapped"),
+                ("new in view", "new_in_view"),
+                ("first-step windows", "first_step"),
+            )
+        ),
         row("world-model NLL (nats per cell)", "world_model.nll_per_cell"),
         row("world-model exact cells (decoded)", "world_model.exact_cell_accuracy"),
         row("  impossible cells among them", "world_model.impossible_cell_share"),

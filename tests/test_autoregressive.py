@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from anyorder.eval.autoregressive import AutoregressiveEvaluator, greedy_decode,
 from anyorder.eval.baselines import TrainingPriors
 from anyorder.eval.checkpoint import load_trained
 from anyorder.eval.tasks import TaskEvaluator, revealed_in_order
-from anyorder.evaluate import evaluate, evaluator_for
+from anyorder.evaluate import evaluate, evaluator_for, format_table
 from anyorder.masking.queries import OBSERVATION_KINDS, of_kinds, world_model_query
 from anyorder.models.autoregressive import AutoregressiveModule
 from anyorder.models.backbones import PreNormEncoder
@@ -183,6 +184,8 @@ def test_an_autoregressive_run_trains_and_is_evaluated_left_to_right(compose_tra
     assert world["joint_nll_per_token"] > 0  # on the first eval.joint_nll_batches batches, as the any-order model
     assert 0 <= tasks["inverse"]["accuracy"] <= 1 and 0 <= tasks["world_model"]["exact_cell_accuracy"] <= 1
     assert len(metrics["imagination"]["model"]) == 5
+    printout = format_table(metrics)  # the world model split by what the previous view determines, by the chain rule
+    assert re.search(r"chain rule per cell: new in view +\d", printout) and "per cell token" not in printout
     json.dumps(metrics)  # what metrics.json holds
 
 
