@@ -186,6 +186,11 @@ def test_an_autoregressive_run_trains_and_is_evaluated_left_to_right(compose_tra
     assert len(metrics["imagination"]["model"]) == 5
     printout = format_table(metrics)  # the world model split by what the previous view determines, by the chain rule
     assert re.search(r"chain rule per cell: new in view +\d", printout) and "per cell token" not in printout
+    # a factorised baseline's chain rule is its one-shot NLL: both named, paired with the model's own
+    chain, one_shot = "world_model.joint_nll_per_token_all_windows_new_in_view", "world_model.nll_per_token_new_in_view"
+    assert metrics["baselines"][chain] == metrics["baselines"][one_shot]
+    assert "ego_motion_mixture" in metrics["paired_differences"][chain]
+    assert re.search(r"chain rule per cell: new in view .* vs ego_motion_mixture", printout)
     json.dumps(metrics)  # what metrics.json holds
 
 

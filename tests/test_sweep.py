@@ -127,6 +127,20 @@ def test_the_world_model_table_sets_each_split_figure_beside_the_baseline_that_k
     assert row.endswith("| 2.0 |")  # train minutes 1, 2, 3: their mean, no baseline
 
 
+def test_a_left_to_right_record_splits_its_own_likelihood_the_chain_rule(tmp_path: Path) -> None:
+    from anyorder.results import job_row
+
+    directory = fake_job(tmp_path, "autoregressive", None, seed=0, wins=45)
+    metrics = json.loads((directory / "eval" / "metrics.json").read_text())
+    world = metrics["tasks"]["world_model"]
+    del world["nll_per_token"]  # no one-shot likelihood left to right
+    world |= {"joint_nll_per_token_all_windows": 0.1, "joint_nll_per_token_all_windows_new_in_view": 0.2}
+    (directory / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    row = job_row(directory)
+    assert pd.isna(row["world_model_nll"]) and row["world_model_nll_new_in_view"] == pytest.approx(0.2)
+    assert pd.isna(row["world_model_nll_ego_mapped"])  # a part the record does not hold stays empty
+
+
 def test_a_row_reads_better_or_worse_than_a_reference_only_where_the_seed_intervals_are_disjoint(
     tmp_path: Path,
 ) -> None:

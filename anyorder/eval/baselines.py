@@ -58,6 +58,9 @@ from anyorder.models.decoding import kind_constraints
 SMOOTHING = 0.5  # add-half counts over each kind's possible values: no value has probability zero
 OBSERVATION_LENGTH = NUM_CELLS * ATTRIBUTES_PER_CELL + 1  # a step's cells and direction
 MIXTURE_WEIGHTS = np.concatenate([np.linspace(0.5, 0.99, 50), 1 - np.logspace(-2.5, -6, 15)])
+# the world model's likelihoods by name: one shot (the any-order model's own) and the chain rule on
+# every window (a left-to-right model's own)
+WORLD_MODEL_LIKELIHOODS = ("nll_per_token", "joint_nll_per_token_all_windows")
 FITTING_PAIRS = 50_000  # consecutive training steps the ego-motion rules are fitted on (at most)
 
 
@@ -338,10 +341,13 @@ class BaselineEvaluator(ClusteredMetrics):
         observation = view.positions & of_kinds(kind, OBSERVATION_KINDS)
         for name, values in (("position_unigram", unigram_nll), ("ego_motion_mixture", mixture_nll)):
             full = view.scatter(values, 0.0)
-            self._add_at(f"world_model.nll_per_token/{name}", full[observation], observation)
-            for part in ("ego_mapped", "new_in_view", "first_step"):
-                where = getattr(split, part)
-                self._add_at(f"world_model.nll_per_token_{part}/{name}", full[where], where)
+            # factorised, so its chain rule is its one-shot NLL: kept under both of the model's names,
+            # paired with whichever one the model reports (one shot, or left to right the chain rule)
+            for likelihood in WORLD_MODEL_LIKELIHOODS:
+                self._add_at(f"world_model.{likelihood}/{name}", full[observation], observation)
+                for part in ("ego_mapped", "new_in_view", "first_step"):
+                    where = getattr(split, part)
+                    self._add_at(f"world_model.{likelihood}_{part}/{name}", full[where], where)
         after_step = cells & view.has_previous[:, None]
         after = "world_model.exact_cell_accuracy_after_a_step"
         copied, _ = previous_step_copy(batch)
