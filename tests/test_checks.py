@@ -25,6 +25,7 @@ VARIANTS = [
     ["experiment=scheduled_masking"],
     ["experiment=behaviour_cloning"],
     ["experiment=transfer"],
+    ["experiment=autoregressive_grid"],
     ["strategy=ddp", "trainer.devices=2"],
 ]
 
