@@ -29,7 +29,16 @@ from anyorder.data.layout import NUM_CELLS
 from anyorder.data.mixing import level_family
 from anyorder.errors import ConfigError, report_errors
 from anyorder.eval.autoregressive import AutoregressiveEvaluator
-from anyorder.eval.baselines import RandomPolicy, StepView, TrainingPriors, compare, lookup, strongest
+from anyorder.eval.baselines import (
+    CHAIN_RULE,
+    ONE_SHOT,
+    RandomPolicy,
+    StepView,
+    TrainingPriors,
+    compare,
+    lookup,
+    strongest,
+)
 from anyorder.eval.checkpoint import TrainedRun, load_trained
 from anyorder.eval.egomotion import EgoMotion, Motion
 from anyorder.eval.imagination import imagine
@@ -326,8 +335,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     world = tasks["world_model"]
     share = world.get("share_ego_mapped", float("nan"))
     # split by what the previous view determines: the one-shot NLL's parts, else (left to right) the chain rule's
-    one_shot = "nll_per_token" in world
-    parts_key = "nll_per_token" if one_shot else "joint_nll_per_token_all_windows"
+    one_shot = ONE_SHOT in world
+    parts_key = ONE_SHOT if one_shot else CHAIN_RULE
     parts_label = "per cell token" if one_shot else "chain rule per cell"
     lines = [
         f"level {metrics['level']} (trained on {', '.join(metrics['trained_levels'])}"

@@ -25,7 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from anyorder.errors import DataError
-from anyorder.eval.baselines import beats
+from anyorder.eval.baselines import CHAIN_RULE, beats
 from anyorder.eval.metrics import t_interval, wilson_interval
 
 JOB_FILE = "job.json"
@@ -60,7 +60,6 @@ BASELINE_COLUMNS = {
 
 
 NAN = float("nan")  # a metric that an older metrics.json does not hold
-CHAIN_RULE = "joint_nll_per_token_all_windows"  # a left-to-right model's own world-model NLL, on every window
 # the strategy table's reference rows (the default recipe, tuned behaviour cloning) and how many
 # training seeds a row needs before it is read against them -- the rule fixed in docs/results.md
 REFERENCE_ROWS = ("uniform_t", "behaviour_cloning")

@@ -60,7 +60,8 @@ OBSERVATION_LENGTH = NUM_CELLS * ATTRIBUTES_PER_CELL + 1  # a step's cells and d
 MIXTURE_WEIGHTS = np.concatenate([np.linspace(0.5, 0.99, 50), 1 - np.logspace(-2.5, -6, 15)])
 # the world model's likelihoods by name: one shot (the any-order model's own) and the chain rule on
 # every window (a left-to-right model's own)
-WORLD_MODEL_LIKELIHOODS = ("nll_per_token", "joint_nll_per_token_all_windows")
+ONE_SHOT, CHAIN_RULE = "nll_per_token", "joint_nll_per_token_all_windows"
+WORLD_MODEL_LIKELIHOODS = (ONE_SHOT, CHAIN_RULE)
 FITTING_PAIRS = 50_000  # consecutive training steps the ego-motion rules are fitted on (at most)
 
 
