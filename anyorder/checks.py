@@ -135,6 +135,9 @@ TRAIN_RULES: dict[str, Rule] = {
     "model.backbone.num_heads": COUNT,
     "model.backbone.intermediate_size": COUNT,
     "model.backbone.dropout": UNIT_OPEN,
+    # the layout embedding's shape (model=tiny_layout; ${data.window} and ${data.mission_length} by default)
+    "model.backbone.window": COUNT,
+    "model.backbone.mission_length": COUNT,
     "model.lora.r": NON_NEGATIVE_COUNT,
     "model.lora.dropout": UNIT_OPEN,
     "masking.prob": number(0, 1, open_low=True, also=(None,)),

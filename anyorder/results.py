@@ -36,6 +36,7 @@ TABLE_KEYS = ["level", "strategy", "prob", "settings"]
 NOT_SETTINGS = (
     "seed",
     "point",
+    "recipe",
     "experiment",
     "masking",
     "objective",
@@ -89,12 +90,14 @@ def _baseline(metrics: dict, metric: str, baseline: str) -> float:
 def strategy_label(overrides: dict[str, str]) -> str:
     """What a job trained, by name: an objective other than masked diffusion (it draws no masks:
     ``autoregressive``, ``autoregressive_actions``), else a masking group chosen on the command
-    line (it replaces the point's or the experiment's), else its table point, else its
-    experiment, else the default recipe."""
+    line (it replaces the point's or the experiment's), else its frozen recipe (``recipe/``), else
+    its table point, else its experiment, else the default recipe."""
     if overrides.get("objective", "masked_diffusion") != "masked_diffusion":
         return overrides["objective"]
     if "masking" in overrides:
         return overrides["masking"]
+    if "recipe" in overrides:
+        return overrides["recipe"]
     experiment = overrides.get("experiment", "default")
     return overrides.get("point", "default" if experiment == "strategy_table" else experiment)
 

@@ -26,6 +26,8 @@ VARIANTS = [
     ["experiment=behaviour_cloning"],
     ["experiment=transfer"],
     ["experiment=autoregressive_grid"],
+    ["experiment=demo_counts", "recipe=autoregressive_actions"],
+    ["recipe=any_order_world_model"],
     ["strategy=ddp", "trainer.devices=2"],
 ]
 
