@@ -124,3 +124,20 @@ def compose_train(tmp_path: Path, data_root: Path) -> ComposeFn:
         return compose_config(data_root, tmp_path / "run", *overrides, config_name=config_name)
 
     return _compose
+
+
+@pytest.fixture
+def sweep_jobs(compose_train: ComposeFn) -> Callable[[str], list[tuple[dict[str, str], DictConfig]]]:
+    """Every job of an ``experiment/`` sweep, as Hydra's basic sweeper would expand its
+    ``hydra.sweeper.params`` (a cartesian product, the last key fastest): each job's overrides and
+    its composed config."""
+    from importlib.resources import files
+    from itertools import product
+
+    def _expand(experiment: str) -> list[tuple[dict[str, str], DictConfig]]:
+        sweep = OmegaConf.load(str(files("anyorder.conf").joinpath(f"experiment/{experiment}.yaml")))
+        params = {key: str(value).split(",") for key, value in sweep.hydra.sweeper.params.items()}
+        jobs = [dict(zip(params, values, strict=True)) for values in product(*params.values())]
+        return [(job, compose_train(f"experiment={experiment}", *(f"{k}={v}" for k, v in job.items()))) for job in jobs]
+
+    return _expand

@@ -215,21 +215,15 @@ def test_a_trained_autoregressive_model_beats_chance(compose_train, training_spe
     assert results["world_model"]["joint_nll_per_token_all_windows"] < unigram
 
 
-def test_the_dev_grid_sweeps_both_loss_options_at_every_rate_and_budget(compose_train) -> None:
+def test_the_dev_grid_sweeps_both_loss_options_at_every_rate_and_budget(compose_train, sweep_jobs) -> None:
     """experiment=autoregressive_grid: 2 options x 3 rates x 2 budgets, each a left-to-right job
     that evaluates itself; the objective changes the model, never the data or the batches."""
-    from importlib.resources import files
-    from itertools import product
-
     from omegaconf import OmegaConf
 
-    grid = OmegaConf.load(str(files("anyorder.conf").joinpath("experiment/autoregressive_grid.yaml")))
-    params = {key: str(value).split(",") for key, value in grid.hydra.sweeper.params.items()}
-    points = [dict(zip(params, values, strict=True)) for values in product(*params.values())]
+    points = sweep_jobs("autoregressive_grid")
     assert len(points) == 12
     recipes = set()
-    for point in points:
-        cfg = compose_train("experiment=autoregressive_grid", *(f"{key}={value}" for key, value in point.items()))
+    for point, cfg in points:
         assert cfg.model._target_.endswith("AutoregressiveModule") and cfg.model.backbone.causal
         assert cfg.eval_after_fit and cfg.model.loss_kinds == (
             ["action"] if point["objective"] == "autoregressive_actions" else None

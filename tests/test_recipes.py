@@ -4,7 +4,6 @@ sweep runs each of them at 1,000 demos on three training seeds."""
 from __future__ import annotations
 
 from importlib.resources import files
-from itertools import product
 
 import pytest
 from omegaconf import OmegaConf
@@ -52,14 +51,11 @@ def test_every_recipe_file_is_tested() -> None:
     }
 
 
-def test_the_demo_count_sweep_runs_each_recipe_on_three_seeds_at_1k(compose_train) -> None:
-    sweep = OmegaConf.load(str(files("anyorder.conf").joinpath("experiment/demo_counts.yaml")))
-    params = {key: str(value).split(",") for key, value in sweep.hydra.sweeper.params.items()}
-    jobs = [dict(zip(params, values, strict=True)) for values in product(*params.values())]
+def test_the_demo_count_sweep_runs_each_recipe_on_three_seeds_at_1k(compose_train, sweep_jobs) -> None:
+    jobs = sweep_jobs("demo_counts")
     assert len(jobs) == 9
     trained = set()
-    for job in jobs:
-        cfg = compose_train("experiment=demo_counts", *(f"{key}={value}" for key, value in job.items()))
+    for job, cfg in jobs:
         assert cfg.data.num_episodes == 1000 and cfg.eval_after_fit and cfg.ckpt_path == "auto"
         alone = compose_train(f"recipe={job['recipe']}")
         assert _plain(cfg, "model") == _plain(alone, "model"), "the sweep changed a recipe's model"
