@@ -65,6 +65,9 @@ NAN = float("nan")  # a metric that an older metrics.json does not hold
 # training seeds a row needs before it is read against them -- the rule fixed in docs/results.md
 REFERENCE_ROWS = ("uniform_t", "behaviour_cloning")
 ROW_LABELS = {"uniform_t": "default (uniform t)", "behaviour_cloning": "tuned BC"}  # what the docs call them
+# a recipe whose settings are a table point's reads as that point, so that a sweep over recipes
+# (experiment=demo_counts) has the reference rows its readings are taken against
+RECIPE_POINTS = {"any_order_default": "uniform_t"}
 SEEDS_TO_READ = 3
 READING_PREFIX = "success_vs_"
 # what a table needs of a job, beside every evaluation's <job>/<evaluation>/metrics.json
@@ -90,14 +93,15 @@ def _baseline(metrics: dict, metric: str, baseline: str) -> float:
 def strategy_label(overrides: dict[str, str]) -> str:
     """What a job trained, by name: an objective other than masked diffusion (it draws no masks:
     ``autoregressive``, ``autoregressive_actions``), else a masking group chosen on the command
-    line (it replaces the point's or the experiment's), else its frozen recipe (``recipe/``), else
-    its table point, else its experiment, else the default recipe."""
+    line (it replaces the point's or the experiment's), else its frozen recipe (``recipe/``, by the
+    table point it equals where it equals one), else its table point, else its experiment, else the
+    default recipe."""
     if overrides.get("objective", "masked_diffusion") != "masked_diffusion":
         return overrides["objective"]
     if "masking" in overrides:
         return overrides["masking"]
     if "recipe" in overrides:
-        return overrides["recipe"]
+        return RECIPE_POINTS.get(overrides["recipe"], overrides["recipe"])
     experiment = overrides.get("experiment", "default")
     return overrides.get("point", "default" if experiment == "strategy_table" else experiment)
 

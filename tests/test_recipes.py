@@ -8,7 +8,7 @@ from importlib.resources import files
 import pytest
 from omegaconf import OmegaConf
 
-from anyorder.results import strategy_label
+from anyorder.results import RECIPE_POINTS, ROW_LABELS, strategy_label
 
 RECIPES = files("anyorder.conf").joinpath("recipe")
 TRAINED = ("model", "masking", "callbacks", "data", "trainer")  # what decides the weights a job ends with
@@ -66,3 +66,12 @@ def test_the_demo_count_sweep_runs_each_recipe_on_three_seeds_at_1k(compose_trai
 def test_a_recipe_job_is_labelled_by_its_recipe() -> None:
     assert strategy_label({"recipe": "autoregressive_actions", "experiment": "demo_counts"}) == "autoregressive_actions"
     assert strategy_label({"recipe": "behaviour_cloning", "masking": "mixture"}) == "mixture"  # typed last, ran
+
+
+@pytest.mark.parametrize(("recipe", "point"), sorted(RECIPE_POINTS.items()))
+def test_a_recipe_read_as_a_table_point_trains_that_point(compose_train, recipe: str, point: str) -> None:
+    named, pointed = compose_train(f"recipe={recipe}"), compose_train(f"point={point}")
+    for key in TRAINED:
+        assert _plain(named, key) == _plain(pointed, key), f"recipe={recipe} differs from point={point} in {key}"
+    label = strategy_label({"recipe": recipe, "experiment": "demo_counts"})
+    assert label == point and label in ROW_LABELS  # the demo-count table reads its rows against it
