@@ -44,7 +44,9 @@ NOT_SETTINGS = (
     "launcher",
     "eval_after_fit",
 )  # the label
-NOT_SETTING_PREFIXES = ("eval.", "callbacks.", "logger.", "trainer.devices", "trainer.accelerator")
+NOT_SETTING_PREFIXES = (
+    "eval.", "callbacks.", "logger.", "trainer.devices", "trainer.accelerator", "trainer.enable_progress_bar"
+)  # fmt: skip
 # the trivial baseline beside each headline metric: (column, metrics.json baselines key, baseline)
 BASELINE_COLUMNS = {
     "random_success": ("success_rate", "random_policy"),
@@ -112,12 +114,13 @@ def _is_setting(key: str) -> bool:
 
 def composed_settings(job_dir: Path, keys: set[str], overrides: dict[str, str]) -> dict[str, str]:
     """Each key's value as the job ran it: the config group it chose, else its composed config's
-    value, else the override as typed (a job directory without Hydra's record)."""
+    value, else the override as typed (a job directory without Hydra's record, or a value that
+    only the run could resolve: an interpolation whose resolver this process has not registered)."""
     config, hydra = (_hydra_record(job_dir / ".hydra" / name) for name in ("config.yaml", "hydra.yaml"))
     choices = OmegaConf.select(hydra, "hydra.runtime.choices", default=None) or {}
     values = {}
     for key in sorted(keys):
-        value = choices.get(key, OmegaConf.select(config, key, default=None))
+        value = choices.get(key, OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False))
         if value is None or isinstance(value, DictConfig | ListConfig):
             value = overrides.get(key, "")
         values[key] = str(value)

@@ -259,6 +259,18 @@ def test_any_sweep_tabulates_one_row_per_differing_setting_compared_by_its_run_v
     assert "| behaviour_cloning | U(ε,1) | data.num_episodes=1000 | 1 | 0.200 |" in table
 
 
+def test_a_value_only_its_run_could_resolve_reads_as_typed_and_how_a_job_ran_is_no_setting(tmp_path: Path) -> None:
+    for name, overrides in (("a", {"seed": "0", "trainer.enable_progress_bar": "False", "model.width": "8"}),
+                            ("b", {"seed": "0"})):  # fmt: skip
+        job = fake_job(tmp_path / name, "x", None, 0, 40, overrides=overrides)
+        (job / ".hydra").mkdir()
+        (job / ".hydra" / "config.yaml").write_text(
+            "trainer:\n  enable_progress_bar: ${stdout_is_tty:}\nmodel:\n  width: ${unregistered_resolver:}\n"
+        )
+    rows = load_jobs(tmp_path)
+    assert sorted(str(settings) for settings in rows["settings"]) == ["model.width=", "model.width=8"]  # b: unknown
+
+
 def test_a_later_test_evaluation_tabulates_on_its_own_and_a_job_without_it_is_named(tmp_path: Path) -> None:
     jobs = [fake_job(tmp_path, "cell", 0.3, seed, wins=10 + seed) for seed in (0, 1)]
     for job, wins in zip(jobs, (45, 47), strict=True):
