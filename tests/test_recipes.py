@@ -29,6 +29,10 @@ def test_the_default_recipe_changes_nothing(compose_train) -> None:
         ("behaviour_cloning", ["experiment=behaviour_cloning"]),
         ("autoregressive", ["objective=autoregressive", "model.optimizer.lr=1e-3"]),
         ("autoregressive_actions", ["objective=autoregressive_actions", "model.optimizer.lr=1e-3"]),
+        (
+            "autoregressive_3400",
+            ["objective=autoregressive", "model.optimizer.lr=2e-3", "trainer.max_steps=3400"],
+        ),
         ("any_order_world_model", ["model=tiny_layout", "masking=mixture_world_even"]),
     ],
 )
@@ -47,6 +51,7 @@ def test_every_recipe_file_is_tested() -> None:
         "behaviour_cloning",
         "autoregressive",
         "autoregressive_actions",
+        "autoregressive_3400",
         "any_order_world_model",
     }
 
