@@ -57,8 +57,8 @@ from anyorder.eval.visualize import (
 from anyorder.masking.queries import has_previous_step, world_model_query
 from anyorder.models.autoregressive import AutoregressiveModule
 from anyorder.models.module import AnyOrderModule
-from anyorder.naming import job_overrides, register_resolvers, sweep_hparams
-from anyorder.results import JOB_FILE, strategy_label
+from anyorder.naming import register_resolvers, sweep_hparams
+from anyorder.results import OWN_EVALUATION
 
 register_resolvers()
 
@@ -419,25 +419,13 @@ def eval_config(train_cfg: DictConfig) -> DictConfig:
     )
 
 
-def evaluate_after_fit(train_cfg: DictConfig, logger: Any, train_seconds: float) -> dict[str, Any]:
-    """A training job evaluating itself: ``<run>/eval/`` as anyorder-eval writes it, ``<run>/job.json``
-    (what was trained) and the final metrics in the run's HParams view (hyperparameters: the
-    job's overrides as Hydra recorded them)."""
+def evaluate_after_fit(train_cfg: DictConfig, logger: Any) -> dict[str, Any]:
+    """A training job evaluating itself: ``<run>/eval/`` as anyorder-eval writes it and the final
+    metrics in the run's HParams view (hyperparameters: the job's overrides as Hydra recorded them)."""
     run = Path(train_cfg.paths.output_dir)
     board = Path(logger.log_dir) if isinstance(logger, TensorBoardLogger) else None
-    metrics = evaluate(eval_config(train_cfg), run / "eval", job_board=board)
+    metrics = evaluate(eval_config(train_cfg), run / OWN_EVALUATION, job_board=board)
     print(format_table(metrics))
-    overrides = job_overrides()
-    levels = train_cfg.data.get("levels") or [train_cfg.data.level]
-    record = {
-        "level": ",".join(str(level) for level in levels),
-        "strategy": strategy_label(overrides),
-        "prob": train_cfg.masking.get("prob"),
-        "seed": int(train_cfg.seed),
-        "train_seconds": round(train_seconds, 1),
-        "overrides": overrides,
-    }
-    (run / JOB_FILE).write_text(json.dumps(record, indent=2) + "\n")
     if isinstance(logger, TensorBoardLogger):
         logger.log_hyperparams(sweep_hparams() or {"run": run.name}, hparam_metrics(metrics))
         logger.finalize("success")

@@ -76,14 +76,20 @@ READING_PREFIX = "success_vs_"
 RECORD_FILES = (JOB_FILE, ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
 
+def evaluated_job(job_dir: str | Path) -> bool:
+    """A job that has trained (its job.json) and evaluated itself (its eval/metrics.json): what a
+    resumed sweep skips. A job killed during its evaluation is not one: it resumes and evaluates."""
+    return (Path(job_dir) / JOB_FILE).is_file() and (Path(job_dir) / OWN_EVALUATION / "metrics.json").is_file()
+
+
 def record_subdir(output_dir: str | None) -> str | None:
     """Where Hydra writes a job's config record: ``.hydra``, or nowhere once the job has finished.
 
-    Hydra rewrites ``<job>/.hydra/`` before the job starts, even a job that then finds its
-    job.json and skips; a resumed sweep would overwrite a finished job's record with the
+    Hydra rewrites ``<job>/.hydra/`` before the job starts, even a job that then finds itself
+    finished and skips; a resumed sweep would overwrite a finished job's record with the
     resuming command's settings, and the table could label a result with settings that did
     not produce it. Used as ``hydra.output_subdir`` (null: Hydra saves nothing)."""
-    if output_dir is not None and (Path(output_dir) / JOB_FILE).is_file():
+    if output_dir is not None and evaluated_job(output_dir):
         return None
     return ".hydra"
 
@@ -106,6 +112,27 @@ def strategy_label(overrides: dict[str, str]) -> str:
         return RECIPE_POINTS.get(overrides["recipe"], overrides["recipe"])
     experiment = overrides.get("experiment", "default")
     return overrides.get("point", "default" if experiment == "strategy_table" else experiment)
+
+
+def write_job_record(
+    output_dir: str | Path, train_cfg: DictConfig, overrides: dict[str, str], train_seconds: float
+) -> None:
+    """``<job>/job.json``: what a finished training job trained and for how long, written after
+    every fit (evaluated by itself or not), so that a later anyorder-eval of its checkpoint can
+    join a table. Written atomically: a job killed mid-write leaves no half record."""
+    levels = train_cfg.data.get("levels") or [train_cfg.data.level]
+    record = {
+        "level": ",".join(str(level) for level in levels),
+        "strategy": strategy_label(overrides),
+        "prob": train_cfg.masking.get("prob"),
+        "seed": int(train_cfg.seed),
+        "train_seconds": round(train_seconds, 1),
+        "overrides": overrides,
+    }
+    path = Path(output_dir) / JOB_FILE
+    partial = path.with_name(JOB_FILE + ".partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, path)
 
 
 def _is_setting(key: str) -> bool:

@@ -24,8 +24,8 @@ from anyorder.data.datamodule import TrajectoryDataModule
 from anyorder.errors import ConfigError, DataError, describe, report_errors
 from anyorder.evaluate import check_eval_settings, eval_config, evaluate_after_fit, hparam_metrics
 from anyorder.models.build import build_module
-from anyorder.naming import register_resolvers
-from anyorder.results import JOB_FILE
+from anyorder.naming import job_overrides, register_resolvers
+from anyorder.results import JOB_FILE, evaluated_job, write_job_record
 from anyorder.run_config import StoreConfig
 from anyorder.sweep_failures import failure_recorder
 
@@ -58,11 +58,10 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
 
 
 def finished_job(output_dir: str | Path) -> dict[str, float] | None:
-    """The metrics of a self-evaluating job that has finished already (its job.json exists)."""
-    record = Path(output_dir) / JOB_FILE
-    if not record.is_file():
+    """The metrics of a self-evaluating job that has finished already (trained and evaluated)."""
+    if not evaluated_job(output_dir):
         return None
-    print(f"finished already (resuming a sweep): {record}")
+    print(f"finished already (resuming a sweep): {Path(output_dir) / JOB_FILE}")
     return {"finished": 1.0}
 
 
@@ -123,8 +122,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         print(f"run directory: {cfg.paths.output_dir}")
         for key in sorted(k for k in metrics if k.startswith("val/")):
             print(f"  {key:<28} {metrics[key]:.4f}")
+        write_job_record(cfg.paths.output_dir, cfg, job_overrides(), timer.time_elapsed("train"))
         if cfg.get("eval_after_fit"):
-            evaluated = evaluate_after_fit(cfg, logger, timer.time_elapsed("train"))
+            evaluated = evaluate_after_fit(cfg, logger)
             metrics |= hparam_metrics(evaluated)
     return metrics
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +20,8 @@ from anyorder.data.episodes import read_meta, read_shard
 from anyorder.errors import DataError
 from anyorder.eval.baselines import BaselineEvaluator, TrainingPriors
 from anyorder.masking import MaskingCallback
-from anyorder.train import build_module, train
+from anyorder.results import JOB_FILE, record_subdir
+from anyorder.train import build_module, finished_job, train
 
 SMALL = [
     "data.num_episodes=60",
@@ -183,6 +185,8 @@ def test_resume_continues_from_the_last_checkpoint(compose_train, monkeypatch) -
     assert checkpoint["global_step"] == 6
     first_seconds = trained_seconds(checkpoint)
     assert first_seconds > 0
+    record = json.loads((run / JOB_FILE).read_text())  # written without an evaluation too
+    assert record["train_seconds"] == round(first_seconds, 1) and record["seed"] == first.seed
 
     second = compose_train(*common, "trainer.max_steps=10", "ckpt_path=last")
     with open_dict(second):
@@ -192,6 +196,7 @@ def test_resume_continues_from_the_last_checkpoint(compose_train, monkeypatch) -
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 10
     assert trained_seconds(checkpoint) == first_seconds  # the first segment's time carried over, nothing lost
+    assert json.loads((run / JOB_FILE).read_text())["train_seconds"] == round(first_seconds, 1)
     adam_steps = {float(state["step"]) for state in checkpoint["optimizer_states"][0]["state"].values()}
     assert adam_steps == {10.0}  # optimizer state carried over: 6 + 4 updates
     before, after = scalar_steps(run, "train/loss")
@@ -240,6 +245,16 @@ def test_run_killed_mid_epoch_resumes_on_the_batches_an_uninterrupted_run_trains
 
     assert 4 < whole.epoch_length < 14, "the checkpoint should fall inside the first epoch, the run cross into the next"
     assert killed.seen[:4] + resumed.seen == whole.seen  # no batch of the epoch repeated, none skipped
+
+
+def test_a_sweep_skips_a_job_only_once_it_has_trained_and_evaluated_itself(tmp_path: Path) -> None:
+    assert finished_job(tmp_path) is None and record_subdir(str(tmp_path)) == ".hydra"
+    (tmp_path / JOB_FILE).write_text("{}")  # trained, killed during its evaluation: resume and evaluate
+    assert finished_job(tmp_path) is None and record_subdir(str(tmp_path)) == ".hydra"
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text("{}")
+    assert finished_job(tmp_path) == {"finished": 1.0}
+    assert record_subdir(str(tmp_path)) is None  # Hydra keeps the record of the settings that trained it
 
 
 def test_resume_without_checkpoint_is_an_error_naming_the_file(compose_train) -> None:
