@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from anyorder.data.episodes import atomic_write_bytes
 from anyorder.errors import DataError
 from anyorder.eval.baselines import CHAIN_RULE, beats
 from anyorder.eval.metrics import t_interval, wilson_interval
@@ -129,10 +130,8 @@ def write_job_record(
         "train_seconds": round(train_seconds, 1),
         "overrides": overrides,
     }
-    path = Path(output_dir) / JOB_FILE
-    partial = path.with_name(JOB_FILE + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(partial, path)
+    text = json.dumps(record, indent=2) + "\n"
+    atomic_write_bytes(Path(output_dir) / JOB_FILE, lambda tmp: Path(tmp).write_text(text))
 
 
 def _is_setting(key: str) -> bool:
